@@ -12,12 +12,13 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := buildah containerd runc containernetworking-plugins apache2 \
 	debootstrap catatonit iptables iproute2 conntrack socat wrk fuse-overlayfs
 
-.PHONY: help system venv test experiments images lint format bench clean
+.PHONY: help system venv test experiments images binaries lint format bench clean
 
 help:
 	@echo "make experiments  run the experiments on a cluster and write the report"
 	@echo "make test         run the project's tests (installs what they need)"
 	@echo "make images       build the container images into the cache"
+	@echo "make binaries     build the Kubernetes, etcd and CoreDNS binaries into the cache"
 	@echo "make lint         ruff and mypy"
 	@echo "make bench        the benchmarks under benchmarks/"
 
@@ -48,6 +49,10 @@ venv: $(BIN)/.installed
 images: system venv
 	$(BIN)/harness images build
 
+# Kubernetes, etcd and CoreDNS, built with the machine's Go into the cache.
+binaries: venv
+	$(BIN)/python -m harness.binaries
+
 test: system venv
 	$(BIN)/pytest tests
 
@@ -71,6 +76,7 @@ format: venv
 bench: system venv
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_images.py
+	$(BIN)/python benchmarks/bench_binaries.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
