@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "names", nargs="*", metavar="NAME",
-        help="images to build (default: all of base, catalog, customer, order, apache)",
+        help="images to build (default: all of base, pause, catalog, customer, "
+        "order, apache)",
     )
     build.add_argument(
         "--force", action="store_true", help="rebuild even when the inputs did not change"
