@@ -21,8 +21,10 @@ def _images_build(args: argparse.Namespace) -> int:
     built = imaging.build(names=args.names or None, force=args.force)
     for image in built:
         state = "cached" if image.cached else "built"
-        print(f"{image.name}\t{image.reference}\t{image.size_bytes / 1e6:.0f} MB\t"
-              f"{state}\t{image.archive}")
+        print(
+            f"{image.name}\t{image.reference}\t{image.size_bytes / 1e6:.0f} MB\t"
+            f"{state}\t{image.archive}"
+        )
     return 0
 
 
@@ -30,8 +32,10 @@ def _images_list(args: argparse.Namespace) -> int:
     from harness import imaging
 
     for image in imaging.list_built():
-        print(f"{image.name}\t{image.reference}\t{image.size_bytes / 1e6:.0f} MB\t"
-              f"{image.archive}")
+        print(
+            f"{image.name}\t{image.reference}\t{image.size_bytes / 1e6:.0f} MB\t"
+            f"{image.archive}"
+        )
     return 0
 
 
@@ -43,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=__version__)
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0,
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
         help="log each step (-v) or everything (-vv)",
     )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
@@ -54,12 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
         "build", help="build the images with buildah into OCI archives in the cache"
     )
     build.add_argument(
-        "names", nargs="*", metavar="NAME",
+        "names",
+        nargs="*",
+        metavar="NAME",
         help="images to build (default: all of base, pause, catalog, customer, "
         "order, apache)",
     )
     build.add_argument(
-        "--force", action="store_true", help="rebuild even when the inputs did not change"
+        "--force",
+        action="store_true",
+        help="rebuild even when the inputs did not change",
     )
     build.set_defaults(func=_images_build)
     listing = image_cmds.add_parser("list", help="list the archives already built")

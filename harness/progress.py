@@ -16,7 +16,11 @@ class Progress:
     """Print numbered steps of one long task and how long each took."""
 
     def __init__(
-        self, task: str, *, total: int | None = None, stream: TextIO | None = None,
+        self,
+        task: str,
+        *,
+        total: int | None = None,
+        stream: TextIO | None = None,
         quiet: bool = False,
     ) -> None:
         self.task = task
