@@ -53,7 +53,8 @@ images: system venv
 binaries: venv
 	$(BIN)/python -m harness.binaries
 
-test: system venv
+# The tests build what they need (images, binaries) through the harness's caches.
+test: system venv binaries
 	$(BIN)/pytest tests
 
 experiments: system venv
@@ -77,6 +78,7 @@ bench: system venv
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_images.py
 	$(BIN)/python benchmarks/bench_binaries.py
+	$(BIN)/python benchmarks/bench_cluster.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from harness import __version__
+from harness.cluster import cli as cluster_cli
 from harness.errors import HarnessError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=_images_build)
     listing = image_cmds.add_parser("list", help="list the archives already built")
     listing.set_defaults(func=_images_list)
+    cluster_cli.add_images_load(image_cmds)
+    cluster_cli.add_commands(groups)
     return parser
 
 
