@@ -10,7 +10,8 @@ BIN := $(VENV)/bin
 # Debian packages the harness drives: the image builder, the container runtime
 # and its network plugins, the front door's httpd, the tools of the node.
 DEB_PACKAGES := buildah containerd runc containernetworking-plugins apache2 \
-	debootstrap catatonit iptables iproute2 conntrack socat wrk fuse-overlayfs
+	debootstrap catatonit iptables iproute2 conntrack socat wrk fuse-overlayfs \
+	chromium
 
 .PHONY: help system venv test experiments images binaries lint format bench clean
 

@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from harness import __version__
+from harness import __version__, reporting_cli
 from harness.cluster import cli as cluster_cli
 from harness.errors import HarnessError, UsageError
 
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_images_list)
     cluster_cli.add_images_load(image_cmds)
     cluster_cli.add_commands(groups)
+    reporting_cli.add_report_command(groups)
     return parser
 
 
