@@ -11,16 +11,12 @@ connections Apache opens, which is what ``PROXY_REUSE`` decides.
 import contextlib
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from types import TracebackType
@@ -31,19 +27,22 @@ import pytest
 import yaml
 
 from harness.paths import PROJECT_ROOT
+from tests.services.service_processes import (
+    APACHE,
+    APACHE_DIR,
+    LOOPBACK,
+    ServiceProcess,
+    ServiceStarter,
+    children,
+    clean_environment,
+    find_free_port,
+)
 
-APACHE = Path("/usr/sbin/apache2")
-CONFIG_DIR = PROJECT_ROOT / "services" / "apache"
 K8S_DIR = PROJECT_ROOT / "k8s"
-LOOPBACK = "127.0.0.1"
-#: The container's user; Apache runs as it when the tests run as root.
-CONTAINER_UID = 10001
 NOBODY_UID = 65534
 #: Exit status of entrypoint.sh for a setting it cannot use.
 EXIT_USAGE = 64
-START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
-REQUEST_TIMEOUT_SECONDS = 10.0
 
 pytestmark = [
     pytest.mark.skipif(
@@ -51,186 +50,23 @@ pytestmark = [
     ),
     pytest.mark.timeout(300),
 ]
-
-
-@dataclass(frozen=True)
-class Running:
-    """A process of ours that serves HTTP on loopback."""
-
-    name: str
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def log_text(self) -> str:
-        """Return what the process wrote so far."""
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-def free_port() -> int:
-    """Return a loopback port that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
+#: Starts Apache with the given settings, as the containers' user unless told.
+FrontDoor = Callable[..., ServiceProcess]
 
 
 def closed_url() -> str:
     """Return the URL of a loopback port that refuses connections."""
-    return f"http://{LOOPBACK}:{free_port()}"
+    return f"http://{LOOPBACK}:{find_free_port()}"
 
 
-def client(base_url: str) -> httpx.Client:
-    """Return an HTTP client that talks to ``base_url`` and nowhere else."""
-    # trust_env=False: a proxy named in the environment must not see loopback.
-    return httpx.Client(
-        base_url=base_url, trust_env=False, timeout=REQUEST_TIMEOUT_SECONDS
-    )
+def backends_down(**settings: str) -> dict[str, str]:
+    """Return ``settings`` with every backend URL not given on a refusing port."""
+    names = ("CATALOG_URL", "CUSTOMER_URL", "ORDER_URL")
+    return {**{name: closed_url() for name in names}, **settings}
 
 
-def _children(pid: int) -> list[int]:
-    """Return the PIDs whose parent is ``pid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            # The parent PID is the second field after the ")" ending the name.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop ``process`` and its children by PID: SIGTERM, then SIGKILL."""
-    if process.poll() is not None:
-        return
-    children = _children(process.pid)
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)
-    for child in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
-
-
-def wait_until_ready(running: Running, *, path: str, timeout: float) -> None:
-    """Poll ``path`` until it answers 200; fail with the log if it does not."""
-    deadline = time.monotonic() + timeout
-    with client(running.url) as http:
-        while time.monotonic() < deadline:
-            if running.process.poll() is not None:
-                pytest.fail(
-                    f"{running.name} exited with {running.process.returncode}:\n"
-                    f"{running.log_text()}"
-                )
-            with contextlib.suppress(httpx.TransportError):
-                if http.get(path).status_code == 200:
-                    return
-            time.sleep(0.1)
-    pytest.fail(f"{running.name} not ready within {timeout} s:\n{running.log_text()}")
-
-
-def _clean_env(**settings: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        **settings,
-    }
-
-
-@contextlib.contextmanager
-def running_service(name: str, *, log_dir: Path, **settings: str) -> Iterator[Running]:
-    """Run ``python -m services.<name>`` on a loopback port until the block ends."""
-    port = free_port()
-    log = log_dir / f"{name}.log"
-    env = _clean_env(
-        BIND_HOST=LOOPBACK,
-        PORT=str(port),
-        POD_NAME=f"{name}-pod-under-apache",
-        GRACEFUL_TIMEOUT_SECONDS="1",
-        **settings,
-    )
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    running = Running(name, f"http://{LOOPBACK}:{port}", process, log)
-    try:
-        wait_until_ready(running, path="/health/ready", timeout=START_TIMEOUT_SECONDS)
-        yield running
-    finally:
-        stop(process)
-
-
-def _as_container_user() -> dict[str, Any]:
-    """Return the Popen arguments that drop root to the container's user."""
-    if os.geteuid() != 0:
-        return {}
-    return {"user": CONTAINER_UID, "group": CONTAINER_UID, "extra_groups": []}
-
-
-def _copy_config(root: Path, *, owner: int | None) -> Path:
-    """Copy services/apache to ``root``, as the image copies it, readable by all."""
-    conf = root / "conf"
-    shutil.copytree(CONFIG_DIR, conf)
-    for path in [conf, *conf.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-        if owner is not None:
-            os.chown(path, owner, owner)
-    (conf / "entrypoint.sh").chmod(0o755)
-    return conf
-
-
-@contextlib.contextmanager
-def running_apache(*, as_root: bool = False, **settings: str) -> Iterator[Running]:
-    """Run entrypoint.sh, and so httpd, on a loopback port until the block ends."""
-    drop = {} if as_root else _as_container_user()
-    owner = drop.get("user")
-    root = Path(tempfile.mkdtemp(prefix="kube-harness-apache-"))
-    try:
-        root.chmod(0o755)
-        conf = _copy_config(root, owner=owner)
-        runtime = root / "tmp"
-        runtime.mkdir()
-        log = root / "httpd.log"
-        log.touch()
-        if owner is not None:
-            os.chown(runtime, owner, owner)
-            # httpd reopens its stdout and stderr by /proc/self/fd as this user,
-            # so they must be its own, as runc makes a container's pipes.
-            os.chown(log, owner, owner)
-
-        port = free_port()
-        env = _clean_env(
-            BIND_HOST=LOOPBACK, PORT=str(port), TMPDIR=str(runtime), **settings
-        )
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [str(conf / "entrypoint.sh")],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                **drop,
-            )
-        running = Running("apache", f"http://{LOOPBACK}:{port}", process, log)
-        try:
-            wait_until_ready(
-                running, path="/health/ready", timeout=START_TIMEOUT_SECONDS
-            )
-            yield running
-        finally:
-            stop(process)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+def _pod(service: ServiceProcess) -> str:
+    return f"{service.name}-pod-under-apache"
 
 
 class CountingRelay:
@@ -342,47 +178,58 @@ def links(html: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Running]]:
-    """Run catalog, customer and order, the order calling the other two."""
-    log_dir = tmp_path_factory.mktemp("services")
-    with contextlib.ExitStack() as stack:
-        catalog = stack.enter_context(running_service("catalog", log_dir=log_dir))
-        customer = stack.enter_context(running_service("customer", log_dir=log_dir))
-        order = stack.enter_context(
-            running_service(
-                "order",
-                log_dir=log_dir,
-                CATALOG_URL=catalog.url,
-                CUSTOMER_URL=customer.url,
-            )
-        )
-        yield {"catalog": catalog, "customer": customer, "order": order}
+def starter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStarter]:
+    """Start the processes the tests of this module share, and stop them after."""
+    started = ServiceStarter(tmp_path_factory.mktemp("front-door"))
+    try:
+        yield started
+    finally:
+        started.stop_all()
 
 
-def _pod(service: Running) -> str:
-    return f"{service.name}-pod-under-apache"
+def _start_under_apache(
+    starter: ServiceStarter, name: str, **settings: str
+) -> ServiceProcess:
+    env = {
+        "POD_NAME": f"{name}-pod-under-apache",
+        "GRACEFUL_TIMEOUT_SECONDS": "1",
+        **settings,
+    }
+    return starter.start(name, env=env)
 
 
 @pytest.fixture(scope="module")
-def apache(services: dict[str, Running]) -> Iterator[Running]:
+def services(starter: ServiceStarter) -> dict[str, ServiceProcess]:
+    """Run catalog, customer and order, the order calling the other two."""
+    catalog = _start_under_apache(starter, "catalog")
+    customer = _start_under_apache(starter, "customer")
+    order = _start_under_apache(
+        starter, "order", CATALOG_URL=catalog.base_url, CUSTOMER_URL=customer.base_url
+    )
+    return {"catalog": catalog, "customer": customer, "order": order}
+
+
+@pytest.fixture(scope="module")
+def apache(
+    starter: ServiceStarter, services: dict[str, ServiceProcess]
+) -> ServiceProcess:
     """Run Apache in front of the three services, with the default settings."""
-    with running_apache(
-        CATALOG_URL=services["catalog"].url,
-        CUSTOMER_URL=services["customer"].url,
-        ORDER_URL=services["order"].url,
-    ) as running:
-        yield running
+    return starter.start_front_door(
+        CATALOG_URL=services["catalog"].base_url,
+        CUSTOMER_URL=services["customer"].base_url,
+        ORDER_URL=services["order"].base_url,
+    )
 
 
 @pytest.fixture
-def front(apache: Running) -> Iterator[httpx.Client]:
+def front(apache: ServiceProcess) -> Iterator[httpx.Client]:
     """Return a client of the front door."""
-    with client(apache.url) as http:
+    with apache.client() as http:
         yield http
 
 
 def test_the_index_page_links_to_a_page_of_each_service(
-    front: httpx.Client, services: dict[str, Running]
+    front: httpx.Client, services: dict[str, ServiceProcess]
 ) -> None:
     index = front.get("/")
 
@@ -415,10 +262,10 @@ def test_the_index_page_links_to_a_page_of_each_service(
     ],
 )
 def test_an_html_page_passes_through_from_the_service_that_owns_its_path(
-    front: httpx.Client, services: dict[str, Running], path: str
+    front: httpx.Client, services: dict[str, ServiceProcess], path: str
 ) -> None:
     owner = services[path.split("/")[1].split("?")[0]]
-    with client(owner.url) as direct:
+    with owner.client() as direct:
         expected = direct.get(path, headers={"Accept": "text/html"})
 
     page = front.get(path, headers={"Accept": "text/html"})
@@ -449,7 +296,7 @@ NEW_RECORDS: dict[str, dict[str, object]] = {
     ],
 )
 def test_rest_calls_pass_through_to_the_service_that_owns_the_path(
-    front: httpx.Client, services: dict[str, Running], service: str, part: str
+    front: httpx.Client, services: dict[str, ServiceProcess], service: str, part: str
 ) -> None:
     pod = _pod(services[service])
     record = NEW_RECORDS[service]
@@ -472,7 +319,7 @@ def test_rest_calls_pass_through_to_the_service_that_owns_the_path(
 
 
 def test_an_order_placed_through_apache_is_priced_from_the_catalog(
-    front: httpx.Client, services: dict[str, Running]
+    front: httpx.Client, services: dict[str, ServiceProcess]
 ) -> None:
     customer = front.get("/customer").json()[0]
     first, second = front.get("/catalog").json()[:2]
@@ -524,7 +371,7 @@ def test_the_server_header_names_no_version(front: httpx.Client) -> None:
 
 
 def test_the_access_log_names_the_pod_that_served_and_the_response_time(
-    front: httpx.Client, apache: Running, services: dict[str, Running]
+    front: httpx.Client, apache: ServiceProcess, services: dict[str, ServiceProcess]
 ) -> None:
     front.get("/catalog/2")
 
@@ -533,9 +380,9 @@ def test_the_access_log_names_the_pod_that_served_and_the_response_time(
         + re.escape(_pod(services["catalog"]))
     )
     deadline = time.monotonic() + 5
-    while not line.search(apache.log_text()) and time.monotonic() < deadline:
+    while not line.search(apache.log()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert line.search(apache.log_text()), apache.log_text()[-2000:]
+    assert line.search(apache.log()), apache.log()[-2000:]
 
 
 def _probe_paths() -> list[Any]:
@@ -554,19 +401,22 @@ def _probe_paths() -> list[Any]:
 
 @pytest.mark.parametrize(("component", "path"), _probe_paths())
 def test_every_probe_of_the_manifests_answers_200_on_the_real_process(
-    apache: Running, services: dict[str, Running], component: str, path: str
+    apache: ServiceProcess,
+    services: dict[str, ServiceProcess],
+    component: str,
+    path: str,
 ) -> None:
     target = apache if component == "apache" else services[component]
-    with client(target.url) as http:
+    with target.client() as http:
         assert http.get(path).status_code == 200
 
 
-def test_apache_is_ready_and_alive_while_every_backend_is_down() -> None:
+def test_apache_is_ready_and_alive_while_every_backend_is_down(
+    start_front_door: FrontDoor,
+) -> None:
     with (
-        running_apache(
-            CATALOG_URL=closed_url(), CUSTOMER_URL=closed_url(), ORDER_URL=closed_url()
-        ) as down,
-        client(down.url) as http,
+        start_front_door(**backends_down()) as down,
+        down.client() as http,
     ):
         assert http.get("/health/ready").status_code == 200
         assert http.get("/health/live").status_code == 200
@@ -575,45 +425,42 @@ def test_apache_is_ready_and_alive_while_every_backend_is_down() -> None:
 
 
 def test_a_backend_that_comes_back_is_used_at_once(
-    services: dict[str, Running],
+    services: dict[str, ServiceProcess], start_front_door: FrontDoor
 ) -> None:
     catalog = services["catalog"]
-    port = free_port()
+    port = find_free_port()
     with (
-        running_apache(
-            CATALOG_URL=f"http://{LOOPBACK}:{port}",
-            CUSTOMER_URL=closed_url(),
-            ORDER_URL=closed_url(),
+        start_front_door(
+            **backends_down(CATALOG_URL=f"http://{LOOPBACK}:{port}")
         ) as front_door,
-        client(front_door.url) as http,
+        front_door.client() as http,
     ):
         assert http.get("/catalog").status_code == 503
         # The catalog appears where Apache was refused, as a new pod would.
-        with CountingRelay(catalog.url, port=port):
+        with CountingRelay(catalog.base_url, port=port):
             back = http.get("/catalog")
 
     assert back.status_code == 200
     assert back.headers["X-Served-By"] == _pod(catalog)
 
 
-def test_a_backend_that_never_answers_is_a_502_once_the_proxy_timeout_expires() -> None:
+def test_a_backend_that_never_answers_is_a_502_once_the_proxy_timeout_expires(
+    start_front_door: FrontDoor,
+) -> None:
     # A listening socket that nobody accepts from: connections complete in the
     # kernel's backlog, and no byte ever comes back.
     with socket.create_server((LOOPBACK, 0)) as silent:
         silent_url = f"http://{LOOPBACK}:{silent.getsockname()[1]}"
         with (
-            running_apache(
-                CATALOG_URL=silent_url,
-                CUSTOMER_URL=closed_url(),
-                ORDER_URL=closed_url(),
-                PROXY_TIMEOUT_SECONDS="1",
+            start_front_door(
+                **backends_down(CATALOG_URL=silent_url, PROXY_TIMEOUT_SECONDS="1")
             ) as slow,
-            client(slow.url) as http,
+            slow.client() as http,
         ):
             # The client would give up after REQUEST_TIMEOUT_SECONDS; Apache
             # answers long before, when its own 1 s wait expires.
             assert http.get("/catalog").status_code == 502
-            assert "timeout specified has expired" in slow.log_text()
+            assert "timeout specified has expired" in slow.log()
 
 
 REQUESTS = 20
@@ -629,18 +476,18 @@ REQUESTS = 20
     ],
 )
 def test_proxy_reuse_decides_whether_apache_keeps_backend_connections(
-    services: dict[str, Running], reuse: str, most_connections: int
+    services: dict[str, ServiceProcess],
+    start_front_door: FrontDoor,
+    reuse: str,
+    most_connections: int,
 ) -> None:
     catalog = services["catalog"]
     with (
-        CountingRelay(catalog.url) as relay,
-        running_apache(
-            CATALOG_URL=relay.url,
-            CUSTOMER_URL=closed_url(),
-            ORDER_URL=closed_url(),
-            PROXY_REUSE=reuse,
+        CountingRelay(catalog.base_url) as relay,
+        start_front_door(
+            **backends_down(CATALOG_URL=relay.url, PROXY_REUSE=reuse)
         ) as front_door,
-        client(front_door.url) as http,
+        front_door.client() as http,
     ):
         served = [http.get("/catalog").headers["X-Served-By"] for _ in range(REQUESTS)]
         accepted = relay.accepted
@@ -666,15 +513,10 @@ def test_proxy_reuse_decides_whether_apache_keeps_backend_connections(
 def test_a_setting_apache_cannot_use_stops_it_at_start_with_one_line(
     setting: str, value: str, tmp_path: Path
 ) -> None:
-    backends = {
-        "CATALOG_URL": closed_url(),
-        "CUSTOMER_URL": closed_url(),
-        "ORDER_URL": closed_url(),
-    }
-    env = _clean_env(**{**backends, "TMPDIR": str(tmp_path), setting: value})
+    env = clean_environment(**backends_down(TMPDIR=str(tmp_path), **{setting: value}))
 
     result = subprocess.run(
-        [str(CONFIG_DIR / "entrypoint.sh")],
+        [str(APACHE_DIR / "entrypoint.sh")],
         env=env,
         capture_output=True,
         text=True,
@@ -692,18 +534,15 @@ def test_a_setting_apache_cannot_use_stops_it_at_start_with_one_line(
 @pytest.mark.skipif(
     os.geteuid() != 0, reason="checks what happens when started as root"
 )
-def test_apache_started_as_root_serves_from_workers_that_run_as_nobody() -> None:
+def test_apache_started_as_root_serves_from_workers_that_run_as_nobody(
+    start_front_door: FrontDoor,
+) -> None:
     with (
-        running_apache(
-            as_root=True,
-            CATALOG_URL=closed_url(),
-            CUSTOMER_URL=closed_url(),
-            ORDER_URL=closed_url(),
-        ) as rooted,
-        client(rooted.url) as http,
+        start_front_door(as_root=True, **backends_down()) as rooted,
+        rooted.client() as http,
     ):
         assert http.get("/").status_code == 200
-        workers = _children(rooted.process.pid)
+        workers = children(rooted.process.pid)
         uids = set()
         for pid in workers:
             status = Path(f"/proc/{pid}/status").read_text()
@@ -714,13 +553,13 @@ def test_apache_started_as_root_serves_from_workers_that_run_as_nobody() -> None
     assert uids == {NOBODY_UID}
 
 
-def test_apache_stops_gracefully_on_sigwinch_and_exits_0() -> None:
-    with running_apache(
-        CATALOG_URL=closed_url(), CUSTOMER_URL=closed_url(), ORDER_URL=closed_url()
-    ) as stopping:
+def test_apache_stops_gracefully_on_sigwinch_and_exits_0(
+    start_front_door: FrontDoor,
+) -> None:
+    with start_front_door(**backends_down()) as stopping:
         stopping.process.send_signal(signal.SIGWINCH)
         returncode = stopping.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        log = stopping.log_text()
+        log = stopping.log()
 
     assert returncode == 0
     assert "shutting down gracefully" in log

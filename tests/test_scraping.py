@@ -5,22 +5,14 @@ it real requests and reads its real ``/metrics``.
 """
 
 import logging
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import IO
 
 import httpx
 import pytest
 from kubernetes.client import V1ObjectMeta, V1Pod, V1PodCondition, V1PodStatus
 
-from harness.paths import PROJECT_ROOT
 from harness.scraping import (
     PodCounters,
     RequestKey,
@@ -32,71 +24,22 @@ from harness.scraping import (
     select,
     snapshot,
 )
+from tests.services.service_processes import ServiceProcess
 
-START_TIMEOUT_S = 30.0
 ITEM = "/catalog/<int:item_id>"
+#: Starts a catalog process as the pod it names.
+Catalog = Callable[[str], ServiceProcess]
 
 
-# TODO: the helpers that run services on loopback are the same in
-# test_scraping.py and test_traffic.py; they belong in tests/conftest.py.
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+@pytest.fixture
+def catalog(start_service: Callable[..., ServiceProcess]) -> Catalog:
+    """Start catalog processes on loopback, each as the pod it is named."""
 
+    def start(pod_name: str) -> ServiceProcess:
+        env = {"POD_NAME": pod_name, "LOG_LEVEL": "WARNING"}
+        return start_service("catalog", env=env)
 
-@contextmanager
-def running_catalog(pod_name: str) -> Iterator[httpx.Client]:
-    """Run a catalog process on loopback; yield a client bound to it."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "BIND_HOST": "127.0.0.1",
-        "PORT": str(port),
-        "POD_NAME": pod_name,
-        "LOG_LEVEL": "WARNING",
-    }
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.catalog"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5.0
-            ) as client:
-                _wait_until_ready(client, process, log)
-                yield client
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
-
-
-def _wait_until_ready(
-    client: httpx.Client, process: "subprocess.Popen[bytes]", log: IO[bytes]
-) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            output = log.read().decode(errors="replace")
-            pytest.fail(f"the catalog exited with {process.returncode}:\n{output}")
-        try:
-            if client.get("/health/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"the catalog was not ready within {START_TIMEOUT_S} s")
+    return start
 
 
 def _snapshot(client: httpx.Client, *, uid: str) -> PodCounters:
@@ -114,8 +57,15 @@ def _send(client: httpx.Client, *, lists: int, items: int, missing: int) -> None
         assert client.get("/catalog/999").status_code == 404
 
 
-def test_parsed_counts_equal_the_requests_made() -> None:
-    with running_catalog("catalog-a") as client:
+def _one_life(catalog: Catalog, *, lists: int, items: int = 0, uid: str) -> PodCounters:
+    """Run pod catalog-a, send it requests, snapshot it as ``uid``, then stop it."""
+    with catalog("catalog-a") as pod, pod.client() as client:
+        _send(client, lists=lists, items=items, missing=0)
+        return _snapshot(client, uid=uid)
+
+
+def test_parsed_counts_equal_the_requests_made(catalog: Catalog) -> None:
+    with catalog("catalog-a") as pod, pod.client() as client:
         _send(client, lists=7, items=5, missing=3)
         for _ in range(4):
             page = client.get("/catalog/2", headers={"Accept": "text/html"})
@@ -138,8 +88,10 @@ def test_parsed_counts_equal_the_requests_made() -> None:
     assert abs(started_at - time.time()) < 600
 
 
-def test_the_rise_of_one_pod_counts_the_requests_between_snapshots() -> None:
-    with running_catalog("catalog-a") as client:
+def test_the_rise_of_one_pod_counts_the_requests_between_snapshots(
+    catalog: Catalog,
+) -> None:
+    with catalog("catalog-a") as pod, pod.client() as client:
         _send(client, lists=3, items=2, missing=0)
         before = _snapshot(client, uid="uid-a")
         _send(client, lists=4, items=6, missing=2)
@@ -160,13 +112,9 @@ def test_the_rise_of_one_pod_counts_the_requests_between_snapshots() -> None:
     assert risen.seconds >= 0
 
 
-def test_a_new_uid_is_a_new_series_counted_from_zero() -> None:
-    with running_catalog("catalog-a") as first:
-        _send(first, lists=5, items=0, missing=0)
-        before = _snapshot(first, uid="uid-old")
-    with running_catalog("catalog-a") as second:
-        _send(second, lists=8, items=1, missing=0)
-        after = _snapshot(second, uid="uid-new")
+def test_a_new_uid_is_a_new_series_counted_from_zero(catalog: Catalog) -> None:
+    before = _one_life(catalog, lists=5, uid="uid-old")
+    after = _one_life(catalog, lists=8, items=1, uid="uid-new")
 
     risen = rise(before, after)
 
@@ -177,14 +125,10 @@ def test_a_new_uid_is_a_new_series_counted_from_zero() -> None:
 
 
 def test_counters_that_went_down_under_one_uid_are_a_restart(
-    caplog: pytest.LogCaptureFixture,
+    catalog: Catalog, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with running_catalog("catalog-a") as first:
-        _send(first, lists=10, items=0, missing=0)
-        before = _snapshot(first, uid="uid-a")
-    with running_catalog("catalog-a") as restarted:
-        _send(restarted, lists=3, items=0, missing=0)
-        after = _snapshot(restarted, uid="uid-a")
+    before = _one_life(catalog, lists=10, uid="uid-a")
+    after = _one_life(catalog, lists=3, uid="uid-a")
 
     with caplog.at_level(logging.WARNING, logger="harness.scraping"):
         risen = rise(before, after)
@@ -194,13 +138,11 @@ def test_counters_that_went_down_under_one_uid_are_a_restart(
     assert "pod catalog-a restarted" in caplog.text
 
 
-def test_a_restart_is_seen_by_the_start_time_even_when_counters_grew() -> None:
-    with running_catalog("catalog-a") as first:
-        _send(first, lists=1, items=0, missing=0)
-        before = _snapshot(first, uid="uid-a")
-    with running_catalog("catalog-a") as restarted:
-        _send(restarted, lists=6, items=0, missing=0)
-        after = _snapshot(restarted, uid="uid-a")
+def test_a_restart_is_seen_by_the_start_time_even_when_counters_grew(
+    catalog: Catalog,
+) -> None:
+    before = _one_life(catalog, lists=1, uid="uid-a")
+    after = _one_life(catalog, lists=6, uid="uid-a")
 
     risen = rise(before, after)
 
@@ -209,8 +151,8 @@ def test_a_restart_is_seen_by_the_start_time_even_when_counters_grew() -> None:
     assert risen.total() == 6
 
 
-def test_rises_match_pods_by_uid_whatever_their_order() -> None:
-    with running_catalog("catalog-a") as a, running_catalog("catalog-b") as b:
+def test_rises_match_pods_by_uid_whatever_their_order(catalog: Catalog) -> None:
+    with catalog("catalog-a").client() as a, catalog("catalog-b").client() as b:
         before = [_snapshot(b, uid="uid-b"), _snapshot(a, uid="uid-a")]
         _send(a, lists=2, items=0, missing=0)
         _send(b, lists=5, items=0, missing=0)

@@ -8,23 +8,16 @@ what the services counted themselves.
 
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
 
 from harness.errors import UsageError
-from harness.paths import PROJECT_ROOT
 from harness.scraping import RequestKey, parse_metrics
 from harness.traffic import (
     LOCUSTFILE,
@@ -34,110 +27,22 @@ from harness.traffic import (
     read_records,
     run_locust,
 )
+from tests.services.service_processes import ServiceProcess
 
-START_TIMEOUT_S = 30.0
 ITEM = "/catalog/<int:item_id>"
+#: Starts a service process as the pod it names; returns its base URL.
+Serve = Callable[..., str]
 
 
-# TODO: the helpers that run services on loopback are the same in
-# test_scraping.py and test_traffic.py; they belong in tests/conftest.py.
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+@pytest.fixture
+def serve(start_service: Callable[..., ServiceProcess]) -> Serve:
+    """Run ``python -m services.<name>`` on loopback as a named pod."""
 
+    def start(name: str, *, pod_name: str, env: Mapping[str, str] | None = None) -> str:
+        settings = {"POD_NAME": pod_name, "LOG_LEVEL": "WARNING", **(env or {})}
+        return start_service(name, env=settings).base_url
 
-@contextmanager
-def _process(
-    args: list[str], *, env: Mapping[str, str], ready_url: str
-) -> Iterator[None]:
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            args,
-            cwd=PROJECT_ROOT,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_until_ready(ready_url, process, log)
-            yield
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
-
-
-def _wait_until_ready(
-    url: str, process: "subprocess.Popen[bytes]", log: IO[bytes]
-) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with httpx.Client(trust_env=False, timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log.seek(0)
-                output = log.read().decode(errors="replace")
-                pytest.fail(
-                    f"{process.args!r} exited with {process.returncode}:\n{output}"
-                )
-            try:
-                if client.get(url).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-    pytest.fail(f"{url} was not ready within {START_TIMEOUT_S} s")
-
-
-@contextmanager
-def running_service(
-    service: str, *, pod_name: str, env: Mapping[str, str] | None = None
-) -> Iterator[str]:
-    """Run ``python -m services.<service>`` on loopback; yield its base URL."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    settings = {
-        "BIND_HOST": "127.0.0.1",
-        "PORT": str(port),
-        "POD_NAME": pod_name,
-        "LOG_LEVEL": "WARNING",
-        **(env or {}),
-    }
-    with _process(
-        [sys.executable, "-m", f"services.{service}"],
-        env=settings,
-        ready_url=f"{url}/health/ready",
-    ):
-        yield url
-
-
-@contextmanager
-def running_front_door(*, catalog: str, customer: str, order: str) -> Iterator[str]:
-    """Run the Apache front door on loopback before the services; yield its URL."""
-    if shutil.which("apache2", path="/usr/sbin:/usr/bin") is None:
-        pytest.skip("apache2 is not installed; make system installs it")
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="harness-httpd-") as scratch:
-        settings = {
-            "BIND_HOST": "127.0.0.1",
-            "PORT": str(port),
-            "CATALOG_URL": catalog,
-            "CUSTOMER_URL": customer,
-            "ORDER_URL": order,
-            "TMPDIR": scratch,
-        }
-        url = f"http://127.0.0.1:{port}"
-        with _process(
-            ["sh", str(PROJECT_ROOT / "services/apache/entrypoint.sh")],
-            env=settings,
-            ready_url=f"{url}/health/ready",
-        ):
-            yield url
+    return start
 
 
 def _counters(url: str) -> dict[RequestKey, int]:
@@ -187,22 +92,21 @@ def _client_ports(port: int) -> set[int]:
     return ports
 
 
-def test_the_count_per_pod_equals_each_pods_own_counter_rise() -> None:
-    with (
-        running_service("catalog", pod_name="catalog-a") as a,
-        running_service("catalog", pod_name="catalog-b") as b,
-    ):
-        before_a, before_b = _counters(a), _counters(b)
-        first = run_locust(
-            Load(users=4, run_time_s=60, scenario="catalog", max_requests=300),
-            host=a,
-        )
-        middle_a, middle_b = _counters(a), _counters(b)
-        second = run_locust(
-            Load(users=3, run_time_s=60, scenario="catalog-item", max_requests=150),
-            host=b,
-        )
-        after_a, after_b = _counters(a), _counters(b)
+def test_the_count_per_pod_equals_each_pods_own_counter_rise(serve: Serve) -> None:
+    a = serve("catalog", pod_name="catalog-a")
+    b = serve("catalog", pod_name="catalog-b")
+
+    before_a, before_b = _counters(a), _counters(b)
+    first = run_locust(
+        Load(users=4, run_time_s=60, scenario="catalog", max_requests=300),
+        host=a,
+    )
+    middle_a, middle_b = _counters(a), _counters(b)
+    second = run_locust(
+        Load(users=3, run_time_s=60, scenario="catalog-item", max_requests=150),
+        host=b,
+    )
+    after_a, after_b = _counters(a), _counters(b)
 
     assert first.exit_code == 0, first.output_tail
     assert first.per_pod == {"catalog-a": 300}
@@ -216,21 +120,22 @@ def test_the_count_per_pod_equals_each_pods_own_counter_rise() -> None:
     assert not _rise(middle_a, after_a)
 
 
-def test_a_request_bound_ends_the_run_after_exactly_that_many() -> None:
+def test_a_request_bound_ends_the_run_after_exactly_that_many(serve: Serve) -> None:
+    url = serve("catalog", pod_name="catalog-a")
+
     # The run time is far longer than 200 requests take: only the bound ends it.
-    with running_service("catalog", pod_name="catalog-a") as url:
-        before = _counters(url)
-        result = run_locust(
-            Load(
-                users=8,
-                spawn_rate=8,
-                run_time_s=120,
-                scenario="catalog-item",
-                max_requests=200,
-            ),
-            host=url,
-        )
-        after = _counters(url)
+    before = _counters(url)
+    result = run_locust(
+        Load(
+            users=8,
+            spawn_rate=8,
+            run_time_s=120,
+            scenario="catalog-item",
+            max_requests=200,
+        ),
+        host=url,
+    )
+    after = _counters(url)
 
     assert result.exit_code == 0, result.output_tail
     assert result.requests == 200
@@ -238,13 +143,16 @@ def test_a_request_bound_ends_the_run_after_exactly_that_many() -> None:
     assert all(r.status == 200 and r.error is None for r in result.records)
 
 
-def test_a_run_ended_by_its_run_time_records_every_request_it_sent() -> None:
-    with running_service("catalog", pod_name="catalog-a") as url:
-        before = _counters(url)
-        result = run_locust(
-            Load(users=6, spawn_rate=6, run_time_s=3, scenario="catalog"), host=url
-        )
-        after = _counters(url)
+def test_a_run_ended_by_its_run_time_records_every_request_it_sent(
+    serve: Serve,
+) -> None:
+    url = serve("catalog", pod_name="catalog-a")
+
+    before = _counters(url)
+    result = run_locust(
+        Load(users=6, spawn_rate=6, run_time_s=3, scenario="catalog"), host=url
+    )
+    after = _counters(url)
 
     assert result.exit_code == 0, result.output_tail
     assert result.requests > 0
@@ -256,24 +164,25 @@ def test_a_run_ended_by_its_run_time_records_every_request_it_sent() -> None:
     [pytest.param("new", id="new"), pytest.param("keepalive", id="keepalive")],
 )
 def test_the_connection_mode_decides_how_many_tcp_connections_are_opened(
-    connections: Connections,
+    serve: Serve, connections: Connections
 ) -> None:
     users, requests = 4, 200
-    with running_service("catalog", pod_name="catalog-a") as url:
-        port = int(url.rsplit(":", 1)[1])
-        earlier = _client_ports(port)
-        result = run_locust(
-            Load(
-                users=users,
-                run_time_s=60,
-                scenario="catalog-item",
-                connections=connections,
-                max_requests=requests,
-            ),
-            host=url,
-        )
-        # The clients closed their connections when locust exited.
-        opened = _client_ports(port) - earlier
+    url = serve("catalog", pod_name="catalog-a")
+    port = int(url.rsplit(":", 1)[1])
+
+    earlier = _client_ports(port)
+    result = run_locust(
+        Load(
+            users=users,
+            run_time_s=60,
+            scenario="catalog-item",
+            connections=connections,
+            max_requests=requests,
+        ),
+        host=url,
+    )
+    # The clients closed their connections when locust exited.
+    opened = _client_ports(port) - earlier
 
     assert result.exit_code == 0, result.output_tail
     assert result.requests == requests
@@ -294,9 +203,9 @@ def test_the_connection_mode_decides_how_many_tcp_connections_are_opened(
     ],
 )
 def test_the_failure_ratio_decides_the_exit_code(
-    allowed: float, exit_zero: bool
+    free_port: Callable[[], int], allowed: float, exit_zero: bool
 ) -> None:
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
 
     result = run_locust(
         Load(
@@ -317,28 +226,26 @@ def test_the_failure_ratio_decides_the_exit_code(
     assert all(r.status == 0 and r.error for r in result.records)
 
 
-def test_the_shop_scenario_visits_every_route_through_the_front_door() -> None:
-    with ExitStack() as stack:
-        catalog = stack.enter_context(running_service("catalog", pod_name="catalog-1"))
-        customer = stack.enter_context(
-            running_service("customer", pod_name="customer-1")
-        )
-        order = stack.enter_context(
-            running_service(
-                "order",
-                pod_name="order-1",
-                env={"CATALOG_URL": catalog, "CUSTOMER_URL": customer},
-            )
-        )
-        front_door = stack.enter_context(
-            running_front_door(catalog=catalog, customer=customer, order=order)
-        )
-        before = {url: _counters(url) for url in (catalog, customer, order)}
-        result = run_locust(
-            Load(users=5, run_time_s=90, scenario="shop", max_requests=600),
-            host=front_door,
-        )
-        risen = {url: _rise(before[url], _counters(url)) for url in before}
+def test_the_shop_scenario_visits_every_route_through_the_front_door(
+    serve: Serve, start_front_door: Callable[..., ServiceProcess]
+) -> None:
+    catalog = serve("catalog", pod_name="catalog-1")
+    customer = serve("customer", pod_name="customer-1")
+    order = serve(
+        "order",
+        pod_name="order-1",
+        env={"CATALOG_URL": catalog, "CUSTOMER_URL": customer},
+    )
+    front_door = start_front_door(
+        CATALOG_URL=catalog, CUSTOMER_URL=customer, ORDER_URL=order
+    ).base_url
+
+    before = {url: _counters(url) for url in (catalog, customer, order)}
+    result = run_locust(
+        Load(users=5, run_time_s=90, scenario="shop", max_requests=600),
+        host=front_door,
+    )
+    risen = {url: _rise(before[url], _counters(url)) for url in before}
 
     assert result.exit_code == 0, result.output_tail
     assert result.failures == 0
@@ -381,42 +288,45 @@ def test_a_locustfile_that_does_not_load_is_an_error(tmp_path: Path) -> None:
         run_locust(Load(run_time_s=5), host="http://127.0.0.1:9", locustfile=broken)
 
 
-def test_the_locustfile_reads_its_options_from_the_environment(tmp_path: Path) -> None:
+def test_the_locustfile_reads_its_options_from_the_environment(
+    serve: Serve, tmp_path: Path
+) -> None:
     record = tmp_path / "requests.jsonl"
-    with running_service("catalog", pod_name="catalog-a") as url:
-        before = _counters(url)
-        finished = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(LOCUSTFILE),
-                "--headless",
-                "--host",
-                url,
-                "-u",
-                "2",
-                "-r",
-                "2",
-                "--run-time",
-                "60s",
-                "--only-summary",
-            ],
-            cwd=tmp_path,
-            env={
-                **os.environ,
-                "HARNESS_SCENARIO": "catalog-item",
-                "HARNESS_ITEM_ID": "3",
-                "HARNESS_MAX_REQUESTS": "40",
-                "HARNESS_CONNECTIONS": "keepalive",
-                "HARNESS_RECORD": str(record),
-            },
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        after = _counters(url)
+    url = serve("catalog", pod_name="catalog-a")
+
+    before = _counters(url)
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--headless",
+            "--host",
+            url,
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "--run-time",
+            "60s",
+            "--only-summary",
+        ],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "HARNESS_SCENARIO": "catalog-item",
+            "HARNESS_ITEM_ID": "3",
+            "HARNESS_MAX_REQUESTS": "40",
+            "HARNESS_CONNECTIONS": "keepalive",
+            "HARNESS_RECORD": str(record),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    after = _counters(url)
 
     assert finished.returncode == 0, finished.stdout + finished.stderr
     records = read_records(record)

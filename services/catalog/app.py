@@ -1,16 +1,10 @@
-"""Build the catalog app: the kit plus the item routes and a seeded store."""
+"""Build the catalog app: the kit serving the items from a seeded store."""
 
 from services.catalog.items import seed
-from services.catalog.routes import STORE_KEY, catalog
-from services.kit import MemoryStore, ServiceApp, Settings
-from services.kit import create_app as create_service_app
+from services.catalog.routes import ITEMS, catalog
+from services.kit import ServiceApp, Settings, create_resource_app
 
 
 def create_app(settings: Settings | None = None) -> ServiceApp:
     """Return a catalog app; settings come from the environment if not given."""
-    app = create_service_app(
-        "catalog", settings=settings if settings else Settings.from_environ()
-    )
-    app.extensions[STORE_KEY] = MemoryStore(seed())
-    app.register_blueprint(catalog)
-    return app
+    return create_resource_app(catalog, ITEMS, seed(), settings=settings)

@@ -7,14 +7,7 @@ any pod for item 1 and get the same answer.
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
-from services.kit import (
-    InvalidFieldsError,
-    form_number,
-    json_object,
-    number,
-    shown,
-    text,
-)
+from services.kit import form_number, number, record_object, text
 
 #: The highest price an item may have.
 MAX_PRICE = 1_000_000.0
@@ -36,9 +29,18 @@ class Item:
     name: str
     price: float
 
+    @property
+    def title(self) -> str:
+        """Return what the item's page is headed with."""
+        return self.name
+
     def to_json(self) -> dict[str, object]:
         """Return the item as the JSON object the API shows."""
         return asdict(self)
+
+    def form_values(self) -> dict[str, str]:
+        """Return the fields as the HTML form fills them in."""
+        return {"name": self.name, "price": f"{self.price:g}"}
 
 
 @dataclass(frozen=True)
@@ -58,14 +60,9 @@ def seed() -> list[Callable[[int], Item]]:
     return [ItemFields(name=name, price=price).with_id for name, price in _SEED]
 
 
-def parse_item(body: object, *, item_id: int | None = None) -> ItemFields:
+def parse_item(body: object, item_id: int | None = None) -> ItemFields:
     """Check a JSON body describing an item; ``item_id`` is the one in the URL."""
-    data = json_object(
-        body, required=("name", "price"), optional=("id",) if item_id else ()
-    )
-    given = data.get("id", item_id)
-    if isinstance(given, bool) or given != item_id:
-        raise InvalidFieldsError(f"the body's id {shown(given)} differs from {item_id}")
+    data = record_object(body, fields=("name", "price"), record_id=item_id)
     return ItemFields(
         name=text(data, "name"), price=number(data, "price", maximum=MAX_PRICE)
     )

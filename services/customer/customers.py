@@ -6,7 +6,7 @@ Every pod starts with the same customers under the same ids.
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
-from services.kit import InvalidFieldsError, json_object, shown, text
+from services.kit import InvalidFieldsError, record_object, shown, text
 
 #: The fields a client sets, in the order forms and tables show them.
 FIELDS = ("name", "firstname", "email", "street", "city")
@@ -45,6 +45,11 @@ class Customer:
     street: str
     city: str
 
+    @property
+    def title(self) -> str:
+        """Return what the customer's page is headed with."""
+        return f"{self.firstname} {self.name}"
+
     def to_json(self) -> dict[str, object]:
         """Return the customer as the JSON object the API shows."""
         return asdict(self)
@@ -75,14 +80,9 @@ def _email(data: Mapping[str, object]) -> str:
     return value
 
 
-def parse_customer(body: object, *, customer_id: int | None = None) -> CustomerFields:
+def parse_customer(body: object, customer_id: int | None = None) -> CustomerFields:
     """Check a JSON body describing a customer; ``customer_id`` is the URL's."""
-    data = json_object(body, required=FIELDS, optional=("id",) if customer_id else ())
-    given = data.get("id", customer_id)
-    if isinstance(given, bool) or given != customer_id:
-        raise InvalidFieldsError(
-            f"the body's id {shown(given)} differs from {customer_id}"
-        )
+    data = record_object(body, fields=FIELDS, record_id=customer_id)
     return CustomerFields(
         name=text(data, "name"),
         firstname=text(data, "firstname"),

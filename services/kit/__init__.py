@@ -1,7 +1,8 @@
 """What the three services share: app factory, probes, metrics, errors, runner.
 
 A service imports its building blocks from here and keeps only its domain in
-its own package.
+its own package. Catalog and customer are each a ``Resource`` the kit serves;
+the order service has routes of its own on the same helpers.
 """
 
 from services.kit.app import SERVED_BY, ServiceApp, create_app, current_service
@@ -15,6 +16,7 @@ from services.kit.bodies import (
     number,
     read_form,
     read_json,
+    record_object,
     shown,
     text,
 )
@@ -27,7 +29,21 @@ from services.kit.errors import (
     UpstreamError,
 )
 from services.kit.health import Health, Phase
-from services.kit.negotiation import error_response, respond, see_other, wants_html
+from services.kit.negotiation import (
+    created,
+    error_response,
+    respond,
+    see_other,
+    wants_html,
+)
+from services.kit.records import Records
+from services.kit.resources import (
+    Field,
+    Resource,
+    ResourceRecord,
+    create_resource_app,
+    resource_blueprint,
+)
 from services.kit.running import EXIT_BAD_SETTINGS, run, serve
 from services.kit.settings import Settings, SettingsError
 from services.kit.stores import MemoryStore, Record, Store
@@ -36,6 +52,7 @@ __all__ = [
     "EXIT_BAD_SETTINGS",
     "FORM_TYPE",
     "SERVED_BY",
+    "Field",
     "Health",
     "InvalidFieldsError",
     "MalformedBodyError",
@@ -43,6 +60,9 @@ __all__ = [
     "NotFoundError",
     "Phase",
     "Record",
+    "Records",
+    "Resource",
+    "ResourceRecord",
     "ServiceApp",
     "ServiceError",
     "Settings",
@@ -51,6 +71,8 @@ __all__ = [
     "UnsupportedMediaTypeError",
     "UpstreamError",
     "create_app",
+    "create_resource_app",
+    "created",
     "current_service",
     "error_response",
     "form_integer",
@@ -61,6 +83,8 @@ __all__ = [
     "number",
     "read_form",
     "read_json",
+    "record_object",
+    "resource_blueprint",
     "respond",
     "run",
     "see_other",

@@ -98,6 +98,23 @@ def json_object(
     return value
 
 
+def record_object(
+    value: object, *, fields: Collection[str], record_id: int | None
+) -> dict[str, object]:
+    """Return ``value`` as an object with ``fields`` and no id but the URL's.
+
+    A create (``record_id`` None) takes no id; a replace may repeat the id in
+    its URL but not name another.
+    """
+    data = json_object(value, required=fields, optional=("id",) if record_id else ())
+    given = data.get("id", record_id)
+    if isinstance(given, bool) or given != record_id:
+        raise InvalidFieldsError(
+            f"the body's id {shown(given)} differs from {record_id}"
+        )
+    return data
+
+
 def text(data: Mapping[str, object], name: str, *, max_length: int = 200) -> str:
     """Return the field ``name`` as a non-empty string, trimmed."""
     value = data.get(name)

@@ -20,12 +20,15 @@ def wants_html() -> bool:
 async def respond(
     data: object,
     *,
-    template: str,
+    template: str | list[str],
     status: int = 200,
     headers: dict[str, str] | None = None,
     **context: Any,
 ) -> Response:
-    """Answer with ``data`` as JSON, or ``template`` rendered for a browser."""
+    """Answer with ``data`` as JSON, or ``template`` rendered for a browser.
+
+    ``template`` may list names; the first that exists is rendered.
+    """
     if wants_html():
         html = await render_template(template, **context)
         response = Response(html, status=status, mimetype="text/html")
@@ -35,6 +38,19 @@ async def respond(
     if headers:
         response.headers.update(headers)
     return response
+
+
+async def created(
+    data: object, *, location: str, template: str | list[str], **context: Any
+) -> Response:
+    """Answer 201 with the new record and its ``Location``, as JSON or HTML."""
+    return await respond(
+        data,
+        template=template,
+        status=201,
+        headers={"Location": location},
+        **context,
+    )
 
 
 async def error_response(status: int, message: str) -> Response:

@@ -3,7 +3,7 @@
 from services.kit import MemoryStore, ServiceApp, Settings
 from services.kit import create_app as create_service_app
 from services.order.orders import Order
-from services.order.routes import STORE_KEY, UPSTREAMS_KEY, order
+from services.order.routes import ORDERS, UPSTREAMS_KEY, order
 from services.order.upstreams import Upstream, Upstreams
 
 
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         timeout_seconds=config.upstream_timeout_seconds,
         keepalive=config.upstream_keepalive,
     )
-    app.extensions[STORE_KEY] = MemoryStore[Order]()
+    ORDERS.install(app, MemoryStore[Order]())
     app.extensions[UPSTREAMS_KEY] = upstreams
     app.before_serving(upstreams.start)
     app.after_serving(upstreams.close)

@@ -15,9 +15,9 @@ from quart import Blueprint, Response, render_template, url_for
 
 from services.kit import (
     InvalidFieldsError,
-    NotFoundError,
-    Store,
+    Records,
     UpstreamError,
+    created,
     current_service,
     is_form,
     read_form,
@@ -41,27 +41,15 @@ MAX_UNIT_PRICE = 1e12
 
 order = Blueprint("order", __name__, url_prefix="/order", template_folder="templates")
 
-#: The keys of the order store and the upstream client in ``app.extensions``.
-STORE_KEY = "order.orders"
+#: The orders, and the 404 of one that does not exist.
+ORDERS = Records[Order](noun="order", listing="/order", key="order.orders")
+#: The key of the upstream client in ``app.extensions``.
 UPSTREAMS_KEY = "order.upstreams"
-
-
-def orders() -> Store[Order]:
-    """Return the order store of the current app."""
-    return cast(Store[Order], current_service().extensions[STORE_KEY])
 
 
 def upstreams() -> Upstreams:
     """Return the client of the catalog and customer services."""
     return cast(Upstreams, current_service().extensions[UPSTREAMS_KEY])
-
-
-async def find(order_id: int) -> Order:
-    """Return the order with ``order_id`` or raise a 404."""
-    found = await orders().get(order_id)
-    if found is None:
-        raise NotFoundError(f"order {order_id} does not exist; see /order")
-    return found
 
 
 def _unit_price(upstream: Upstream, item_id: int, body: object) -> float:
@@ -104,7 +92,7 @@ async def prices_of(fields: OrderFields) -> dict[int, float]:
 async def place(fields: OrderFields) -> Order:
     """Check and price an order, then store it."""
     prices = await prices_of(fields)
-    placed = await orders().add(fields.priced(prices))
+    placed = await ORDERS.store().add(fields.priced(prices))
     logger.debug(
         "order %d placed for customer %d: total %s",
         placed.id,
@@ -117,7 +105,7 @@ async def place(fields: OrderFields) -> Order:
 @order.get("")
 async def list_orders() -> Response:
     """List every order."""
-    found = await orders().all()
+    found = await ORDERS.store().all()
     return await respond(
         [placed.to_json() for placed in found], template="order/list.html", orders=found
     )
@@ -130,12 +118,10 @@ async def create_order() -> Response:
         placed = await place(parse_order_form(await read_form()))
         return see_other(url_for("order.show_order", order_id=placed.id))
     placed = await place(parse_order(await read_json()))
-    location = url_for("order.show_order", order_id=placed.id)
-    return await respond(
+    return await created(
         placed.to_json(),
+        location=url_for("order.show_order", order_id=placed.id),
         template="order/detail.html",
-        status=201,
-        headers={"Location": location},
         order=placed,
     )
 
@@ -174,23 +160,17 @@ async def new_order_form() -> str:
 @order.get("/<int:order_id>")
 async def show_order(order_id: int) -> Response:
     """Show one order."""
-    found = await find(order_id)
+    found = await ORDERS.find(order_id)
     return await respond(found.to_json(), template="order/detail.html", order=found)
 
 
 @order.delete("/<int:order_id>")
 async def delete_order(order_id: int) -> Response:
     """Cancel an order."""
-    if not await orders().delete(order_id):
-        raise NotFoundError(f"order {order_id} does not exist; see /order")
-    logger.debug("order %d deleted", order_id)
-    return Response(status=204)
+    return await ORDERS.delete(order_id)
 
 
 @order.post("/<int:order_id>/delete")
 async def delete_order_from_page(order_id: int) -> Response:
     """Cancel an order from its page, then show the list."""
-    if not await orders().delete(order_id):
-        raise NotFoundError(f"order {order_id} does not exist; see /order")
-    logger.debug("order %d deleted from its page", order_id)
-    return see_other(url_for("order.list_orders"))
+    return await ORDERS.delete_from_page(order_id, then=url_for("order.list_orders"))

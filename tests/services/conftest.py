@@ -1,19 +1,18 @@
-"""Fixtures for the service tests: apps in process, services as real processes.
+"""Fixtures for the service tests: apps in process, upstreams as real processes.
 
-Real processes listen on free ports of 127.0.0.1 only and are stopped at
-teardown by the PID this module started, first with SIGTERM, then SIGKILL.
+Real processes come from :mod:`tests.services.service_processes`, as in
+``tests/conftest.py``, which also has the per-test ``start_service``.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from quart.typing import TestClientProtocol as Client
-from service_processes import ServiceProcess, ServiceStarter, find_free_port
 
 from services.kit import ServiceApp, Settings
 from services.order import create_app as create_order_app
+from tests.services.service_processes import ServiceProcess, ServiceStarter
 
 
 @pytest.fixture(scope="session")
@@ -40,12 +39,6 @@ async def read_metric(client: Client, name: str, labels: Mapping[str, str]) -> f
 
 
 @pytest.fixture
-def free_port() -> Callable[[], int]:
-    """Find TCP ports of 127.0.0.1 that nothing listens on."""
-    return find_free_port
-
-
-@pytest.fixture
 def make_settings() -> Callable[..., Settings]:
     """Make settings from an empty environment plus the given variables."""
     return clean_settings
@@ -55,14 +48,6 @@ def make_settings() -> Callable[..., Settings]:
 def metric() -> Callable[..., Awaitable[float]]:
     """Read one sample from an app's /metrics through its test client."""
     return read_metric
-
-
-@pytest.fixture
-def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    """Start service processes for one test; they are stopped afterwards."""
-    starter = ServiceStarter(tmp_path)
-    yield starter.start
-    starter.stop_all()
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from service_processes import EXIT_TIMEOUT_SECONDS, ServiceProcess
 
 from services.kit import Settings
 from services.kit.running import hypercorn_config
+from tests.services.service_processes import EXIT_TIMEOUT_SECONDS, ServiceProcess
 
 pytestmark = pytest.mark.anyio
 

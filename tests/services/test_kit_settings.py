@@ -1,5 +1,6 @@
 """Settings come from the environment; bad values stop the service with exit 2."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -35,36 +36,35 @@ def test_the_pod_name_falls_back_to_the_host_name() -> None:
     assert Settings.from_environ({}).pod_name == socket.gethostname()
 
 
-def test_every_variable_is_read() -> None:
-    settings = Settings.from_environ(
-        {
-            "POD_NAME": "order-7",
-            "BIND_HOST": "127.0.0.1",
-            "PORT": "9000",
-            "CATALOG_URL": "http://127.0.0.1:9001/",
-            "CUSTOMER_URL": "https://customer.shop.svc:8443",
-            "UPSTREAM_TIMEOUT_SECONDS": "0.5",
-            "UPSTREAM_KEEPALIVE": "True",
-            "GRACEFUL_TIMEOUT_SECONDS": "3",
-            "DRAIN_SECONDS": "1.5",
-            "METRICS_ENABLED": "no",
-            "LOG_LEVEL": "debug",
-        }
-    )
+#: Each variable, a value for it, and the setting that value gives.
+EVERY_VARIABLE = (
+    ("POD_NAME", "order-7", "pod_name", "order-7"),
+    ("BIND_HOST", "127.0.0.1", "bind_host", "127.0.0.1"),
+    ("PORT", "9000", "port", 9000),
+    ("CATALOG_URL", "http://127.0.0.1:9001/", "catalog_url", "http://127.0.0.1:9001"),
+    (
+        "CUSTOMER_URL",
+        "https://customer.shop.svc:8443",
+        "customer_url",
+        "https://customer.shop.svc:8443",
+    ),
+    ("UPSTREAM_TIMEOUT_SECONDS", "0.5", "upstream_timeout_seconds", 0.5),
+    ("UPSTREAM_KEEPALIVE", "True", "upstream_keepalive", True),
+    ("GRACEFUL_TIMEOUT_SECONDS", "3", "graceful_timeout_seconds", 3.0),
+    ("DRAIN_SECONDS", "1.5", "drain_seconds", 1.5),
+    ("METRICS_ENABLED", "no", "metrics_enabled", False),
+    ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
+)
 
-    assert settings == Settings(
-        pod_name="order-7",
-        bind_host="127.0.0.1",
-        port=9000,
-        catalog_url="http://127.0.0.1:9001",
-        customer_url="https://customer.shop.svc:8443",
-        upstream_timeout_seconds=0.5,
-        upstream_keepalive=True,
-        graceful_timeout_seconds=3.0,
-        drain_seconds=1.5,
-        metrics_enabled=False,
-        log_level="DEBUG",
-    )
+
+def test_every_variable_is_read() -> None:
+    environ = {variable: raw for variable, raw, _, _ in EVERY_VARIABLE}
+
+    settings = Settings.from_environ(environ)
+
+    expected = {field: value for _, _, field, value in EVERY_VARIABLE}
+    assert set(expected) == {field.name for field in dataclasses.fields(Settings)}
+    assert settings == Settings(**expected)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from service_processes import ServiceProcess
 
 from services.kit import SERVED_BY, ServiceApp, Settings
 from services.order import create_app
+from tests.services.service_processes import ServiceProcess
 
 pytestmark = pytest.mark.anyio
 

@@ -7,19 +7,19 @@ bodies which pass validation go the whole way.
 """
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlencode
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from quart.typing import TestClientProtocol as Client
-from service_processes import ServiceProcess
 
 from services.catalog import create_app as create_catalog
 from services.customer import create_app as create_customer
 from services.kit import SERVED_BY, Settings
 from services.order import create_app as create_order
+from tests.services.service_processes import ServiceProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -157,8 +157,29 @@ async def send(
         assert error["error"]
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
+def no_write_answers_5xx(
+    service: str, writes: list[object]
+) -> Callable[..., Awaitable[None]]:
+    """Return the test that ``service`` answers none of ``writes`` with a 5xx."""
+
+    @pytest.mark.parametrize(("method", "path"), writes)
+    @EXAMPLES
+    @given(body=bodies(service), accept=ACCEPTS)
+    async def test(
+        clients: dict[str, Client],
+        method: str,
+        path: str,
+        body: tuple[str, bytes],
+        accept: str,
+    ) -> None:
+        await send(clients[service], method, path, body, accept)
+
+    checked: Callable[..., Awaitable[None]] = test
+    return checked
+
+
+test_no_body_makes_a_catalog_write_answer_5xx = no_write_answers_5xx(
+    "catalog",
     [
         pytest.param("POST", "/catalog", id="create"),
         pytest.param("PUT", "/catalog/2", id="replace"),
@@ -167,20 +188,8 @@ async def send(
         pytest.param("DELETE", "/catalog/4", id="delete"),
     ],
 )
-@EXAMPLES
-@given(body=bodies("catalog"), accept=ACCEPTS)
-async def test_no_body_makes_a_catalog_write_answer_5xx(
-    clients: dict[str, Client],
-    method: str,
-    path: str,
-    body: tuple[str, bytes],
-    accept: str,
-) -> None:
-    await send(clients["catalog"], method, path, body, accept)
-
-
-@pytest.mark.parametrize(
-    ("method", "path"),
+test_no_body_makes_a_customer_write_answer_5xx = no_write_answers_5xx(
+    "customer",
     [
         pytest.param("POST", "/customer", id="create"),
         pytest.param("PUT", "/customer/2", id="replace"),
@@ -189,33 +198,11 @@ async def test_no_body_makes_a_catalog_write_answer_5xx(
         pytest.param("DELETE", "/customer/4", id="delete"),
     ],
 )
-@EXAMPLES
-@given(body=bodies("customer"), accept=ACCEPTS)
-async def test_no_body_makes_a_customer_write_answer_5xx(
-    clients: dict[str, Client],
-    method: str,
-    path: str,
-    body: tuple[str, bytes],
-    accept: str,
-) -> None:
-    await send(clients["customer"], method, path, body, accept)
-
-
-@pytest.mark.parametrize(
-    ("method", "path"),
+test_no_body_makes_an_order_write_answer_5xx = no_write_answers_5xx(
+    "order",
     [
         pytest.param("POST", "/order", id="create"),
         pytest.param("POST", "/order/1/delete", id="delete-form"),
         pytest.param("DELETE", "/order/2", id="delete"),
     ],
 )
-@EXAMPLES
-@given(body=bodies("order"), accept=ACCEPTS)
-async def test_no_body_makes_an_order_write_answer_5xx(
-    clients: dict[str, Client],
-    method: str,
-    path: str,
-    body: tuple[str, bytes],
-    accept: str,
-) -> None:
-    await send(clients["order"], method, path, body, accept)
