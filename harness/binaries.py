@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from harness.errors import BuildError, HarnessError, PrerequisiteError
 from harness.paths import cache_dir
@@ -62,6 +63,12 @@ GO_QUERY_TIMEOUT = 600.0
 
 #: Seconds a whole ``go build`` of one group may take on a slow machine.
 BUILD_TIMEOUT = 4 * 3600.0
+
+#: Seconds a build waits for another process's build to release the cache.
+BUILD_LOCK_TIMEOUT = 90 * 60.0
+
+#: Seconds between two looks at whether the other build released the cache.
+LOCK_POLL_SECONDS = 1.0
 
 #: Earlier builds a ``build.json`` remembers, the first one included.
 HISTORY_LENGTH = 10
@@ -361,6 +368,7 @@ def go_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def _go_json(go: Path, args: Sequence[str], *, cwd: Path) -> dict[str, Any]:
+    command = f"go {' '.join(args)}"
     try:
         result = subprocess.run(
             [str(go), *args],
@@ -372,24 +380,47 @@ def _go_json(go: Path, args: Sequence[str], *, cwd: Path) -> dict[str, Any]:
             check=False,
         )
     except subprocess.TimeoutExpired as e:
-        raise BuildError(f"go {' '.join(args)} did not finish in {e.timeout}s") from e
+        raise BuildError(f"{command} did not finish in {e.timeout}s") from e
+    except OSError as e:
+        raise PrerequisiteError(f"{go} could not run ({e}): reinstall Go 1.24+") from e
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-        raise BuildError(f"go {' '.join(args)} failed: {' / '.join(tail)}")
-    data: dict[str, Any] = json.loads(result.stdout)
+        raise BuildError(f"{command} failed: {' / '.join(tail)}")
+    try:
+        data = json.loads(result.stdout)
+    except ValueError as e:
+        first = (result.stdout.strip().splitlines() or ["nothing"])[0][:80]
+        raise BuildError(
+            f"{command} printed {first!r} instead of JSON: check that {go} is Go"
+        ) from e
+    if not isinstance(data, dict):
+        raise BuildError(
+            f"{command} printed a JSON {type(data).__name__}, not an object: "
+            f"check that {go} is Go"
+        )
     return data
 
 
-def go_version(go: Path) -> str:
+def go_version(go: Path, *, timeout: float = GO_QUERY_TIMEOUT) -> str:
     """Return the version of a ``go`` command, such as ``go1.26.8``."""
-    result = subprocess.run(
-        [str(go), "env", "GOVERSION"],
-        capture_output=True,
-        text=True,
-        env=go_environment(),
-        timeout=GO_QUERY_TIMEOUT,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            [str(go), "env", "GOVERSION"],
+            capture_output=True,
+            text=True,
+            env=go_environment(),
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise PrerequisiteError(
+            f"{go} env GOVERSION did not answer within {timeout:g}s: "
+            "check that it runs, or reinstall Go 1.24+"
+        ) from e
+    except OSError as e:
+        raise PrerequisiteError(
+            f"{go} env GOVERSION could not run ({e}): reinstall Go 1.24+"
+        ) from e
     version = result.stdout.strip()
     if result.returncode != 0 or not version.startswith("go"):
         raise PrerequisiteError(f"{go} env GOVERSION failed: reinstall Go 1.24+")
@@ -484,6 +515,8 @@ def run_logged(
     with log_path.open("a") as sink:
         sink.write(f"$ {' '.join(args)}\n")
         sink.flush()
+        # A session of its own, so that a kill reaches the compilers and
+        # linkers go starts, which would otherwise go on and hold the pipe.
         with subprocess.Popen(
             list(args),
             cwd=cwd,
@@ -492,13 +525,14 @@ def run_logged(
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
+            start_new_session=True,
         ) as proc:
             assert proc.stdout is not None
             expired = threading.Event()
 
             def expire() -> None:
                 expired.set()
-                proc.kill()
+                _kill_group(proc)
 
             timer = threading.Timer(timeout, expire)
             timer.start()
@@ -512,7 +546,7 @@ def run_logged(
             finally:
                 timer.cancel()
                 if proc.poll() is None:
-                    proc.kill()
+                    _kill_group(proc)
                     proc.wait()
         sink.write(f"exit status {code}\n")
     if code != 0:
@@ -524,6 +558,14 @@ def run_logged(
             f"{_tail(log_path)}"
         )
     return counted[0]
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    # The command leads a session and process group of its own
+    # (start_new_session), so the group id is the PID we started: this ends
+    # exactly that command and what it started, nothing else.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 # --- the cache --------------------------------------------------------------
@@ -640,20 +682,77 @@ def _reusable(component: Component) -> bool:
 
 
 @contextlib.contextmanager
-def _build_lock(progress: Progress) -> Iterator[None]:
-    """Hold the cache's lock, so that two processes never build at once."""
+def _build_lock(
+    progress: Progress, *, timeout: float = BUILD_LOCK_TIMEOUT
+) -> Iterator[None]:
+    """Hold the cache's lock, so that two processes never build at once.
+
+    The holder writes its PID into the lock file, so that one that waits
+    can say whom it waits for; after ``timeout`` seconds it gives up with a
+    :class:`BuildError`.
+    """
     root = bin_root()
     root.mkdir(parents=True, exist_ok=True)
-    with (root / ".lock").open("w") as handle:
+    path = root / ".lock"
+    # Opened without truncating it: the holder's PID is in there.
+    with path.open("a+") as handle:
+        if not _try_lock(handle):
+            _wait_for_lock(handle, path, progress, timeout=timeout)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress.note(f"waiting for another process building in {root}")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
             yield
         finally:
+            handle.truncate(0)
+            handle.flush()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _try_lock(handle: TextIO) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _lock_holder(handle: TextIO) -> str:
+    handle.seek(0)
+    text = handle.read().strip()
+    return f"PID {text}" if text.isdigit() else "PID unknown"
+
+
+def _wait_for_lock(
+    handle: TextIO, path: Path, progress: Progress, *, timeout: float
+) -> None:
+    holder = _lock_holder(handle)
+    progress.note(f"waiting for another build ({holder}) that holds {path}")
+    start = time.monotonic()
+    last_note = start
+    while not _try_lock(handle):
+        now = time.monotonic()
+        # The first holder may have ended and another one taken over.
+        holder = _lock_holder(handle)
+        if now - start >= timeout:
+            raise BuildError(
+                f"another build ({holder}) has held {path} for over "
+                f"{_duration(timeout)}; wait for it to end, or end {holder} "
+                "if it is stuck"
+            )
+        if now - last_note >= HEARTBEAT_SECONDS:
+            last_note = now
+            progress.note(
+                f"still waiting for another build ({holder}): {_duration(now - start)}"
+            )
+        time.sleep(min(LOCK_POLL_SECONDS, max(0.0, timeout - (now - start))))
+    log.debug("took %s after waiting %.1fs", path, time.monotonic() - start)
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{seconds:.0f}s"
 
 
 def _install(staged: Path, final: Path) -> None:
@@ -790,12 +889,14 @@ def ensure(
     bin_dir: Path | None = None,
     progress: Progress | None = None,
     force: bool = False,
+    lock_timeout: float = BUILD_LOCK_TIMEOUT,
 ) -> Binaries:
     """Return binaries the cluster can run, building whichever are missing.
 
     ``bin_dir`` (else ``HARNESS_BIN_DIR``) names prebuilt binaries to check
     and use instead. Otherwise cached builds are reused when their binaries
     report the right version, and rebuilt when not, or when ``force`` is set.
+    While another process builds, this waits up to ``lock_timeout`` seconds.
     """
     explicit = bin_dir or (
         Path(os.environ["HARNESS_BIN_DIR"])
@@ -804,7 +905,7 @@ def ensure(
     )
     if explicit is not None:
         return check_prebuilt(explicit.expanduser())
-    with _build_lock(progress or Progress("binaries")):
+    with _build_lock(progress or Progress("binaries"), timeout=lock_timeout):
         missing = [c for c in COMPONENTS if force or not _reusable(c)]
         progress = progress or Progress("binaries", total=len(missing))
         for component in missing:

@@ -4,7 +4,9 @@ Every call has a timeout, logs the command line at debug level, and turns a
 failure into a :class:`~harness.errors.CommandError` whose message names the
 tool and whose tail shows the last lines it printed, which is where tools say
 what went wrong. A tool that overruns its timeout is killed together with the
-processes it started (it runs in a process group of its own).
+processes it started (it runs in a process group of its own); a process
+that left that group cannot hold the call open, since its output is read for
+a few seconds more and then closed.
 """
 
 import contextlib
@@ -24,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 #: How many lines of a failed tool's output an error carries.
 TAIL_LINES = 25
+
+#: Seconds the output of a killed tool is still read before its pipes are closed.
+KILL_GRACE_SECONDS = 3.0
 
 Arg = str | os.PathLike[str]
 
@@ -100,19 +105,26 @@ def run(
         if log is not None:
             log.close()
         raise CommandError(f"{argv[0]} could not be started: {e}") from e
+    out: bytes | None
+    err: bytes | None
     try:
         out, err = proc.communicate(
             input=input_text.encode() if input_text is not None else None,
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
+        ended = proc.poll() is not None
         _kill_group(proc)
-        out, err = proc.communicate()
-        text = _output(out, err, log_file)
+        out, err, held = _drain_after_kill(proc, argv)
+        if ended:
+            what = f"ended, but a process it started held its output past {timeout:g}s"
+        else:
+            what = f"did not finish within {timeout:g}s and was killed"
+            if held:
+                what += "; a process that left its group still holds its output"
         raise CommandError(
-            f"{describe(argv)} did not finish within {timeout:g}s and was killed; "
-            "look at the output below, or raise its timeout",
-            output_tail=tail(text),
+            f"{describe(argv)} {what}; look at the output below, or raise its timeout",
+            output_tail=tail(_output(out, err, log_file)),
         ) from None
     finally:
         if log is not None:
@@ -136,6 +148,37 @@ def _kill_group(proc: "subprocess.Popen[bytes]") -> None:
     # group id is its PID: this ends exactly what it started.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _drain_after_kill(
+    proc: "subprocess.Popen[bytes]", argv: Sequence[str]
+) -> tuple[bytes | None, bytes | None, bool]:
+    """Read what a killed tool printed; return it, and whether a pipe stayed open.
+
+    A process that left the tool's group (``setsid``, a daemon) survives the
+    kill and may hold the output pipes open for as long as it lives, so the
+    reading stops after ``KILL_GRACE_SECONDS`` and the pipes are closed.
+    """
+    try:
+        out, err = proc.communicate(timeout=KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired as e:
+        logger.warning(
+            "%s was killed but its output stays open after %gs; closing it",
+            describe(argv),
+            KILL_GRACE_SECONDS,
+        )
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=KILL_GRACE_SECONDS)
+        return _as_bytes(e.stdout), _as_bytes(e.stderr), True
+    return out, err, False
+
+
+def _as_bytes(data: bytes | str | None) -> bytes | None:
+    return data.encode() if isinstance(data, str) else data
 
 
 def _output(out: bytes | None, err: bytes | None, log_file: Path | None) -> str:

@@ -9,9 +9,12 @@ CNI plugins in ``/usr/lib/cni``, and our own pause image as the sandbox.
 
 The daemon is our child: it is stopped by the PID we recorded, never by
 name, and whatever it left mounted under its folders is unmounted after.
+Containers a stop could not remove through containerd are killed by the
+PIDs of their tasks and shims, as containerd's state folder records them.
 """
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -19,7 +22,7 @@ import signal
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +74,9 @@ class Containerd:
     Keep ``home`` short: a Unix socket path has at most 107 bytes.
 
     TODO: containerd 1.6 puts its shims' sockets in /run/containerd/s
-    whatever the config says; each socket goes with its shim, the folder
-    stays (and may be shared with the machine's own containerd).
+    whatever the config says; each socket goes with its shim (``stop``
+    removes those of shims it had to kill), the folder stays (and may be
+    shared with the machine's own containerd).
     """
 
     def __init__(
@@ -231,18 +235,26 @@ class Containerd:
         """Stop containerd by its PID and unmount what it left under its folders.
 
         With ``remove_containers``, every container it runs is killed and
-        deleted first, so that no shim or container outlives it.
+        deleted first, so that no shim or container outlives it; what the
+        removal could not end is killed by the PIDs containerd recorded for
+        its tasks, before the unmounting.
         """
         pid = self.pid
-        if pid is not None and remove_containers:
-            try:
-                self._remove_all_containers()
-            except CommandError as e:
-                logger.warning(
-                    "containerd in %s: removing containers: %s", self.home, e
-                )
+        leftovers = _Leftovers(tasks={}, shims=frozenset(), sockets=frozenset())
+        if remove_containers:
+            if pid is not None:
+                try:
+                    self._remove_all_containers()
+                except CommandError as e:
+                    logger.warning(
+                        "containerd in %s: removing containers: %s", self.home, e
+                    )
+            leftovers = self._leftovers(ask=pid is not None)
         if pid is not None:
             self._terminate(pid)
+        if remove_containers:
+            self._kill_leftovers(leftovers)
+            self._delete_runc_leftovers()
         self._process = None
         self.pid_path.unlink(missing_ok=True)
         for sock in (self.socket, self.socket.with_name(self.socket.name + ".ttrpc")):
@@ -252,7 +264,12 @@ class Containerd:
                 commands.unmount_under(folder)
 
     def _terminate(self, pid: int) -> None:
-        os.kill(pid, signal.SIGTERM)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            # It ended between the check of its PID and the signal.
+            logger.info("containerd PID %d had already stopped", pid)
+            return
         if not self._wait_gone(pid, self.stop_timeout):
             logger.warning(
                 "containerd PID %d ignored SIGTERM for %gs; killing it",
@@ -263,6 +280,118 @@ class Containerd:
                 os.kill(pid, signal.SIGKILL)
             self._wait_gone(pid, 10.0)
         logger.info("containerd PID %d stopped", pid)
+
+    # --- what outlives a failed removal ---------------------------------------
+
+    def _delete_runc_leftovers(self) -> None:
+        """Have runc delete the containers it still knows, and their cgroups.
+
+        The shims run runc with a root of one folder per namespace under our
+        state folder; a container left there keeps its cgroups until runc
+        deletes it.
+        """
+        runc_root = self.state / "runc"
+        for recorded in sorted(runc_root.glob("*/*/state.json")):
+            root, name = recorded.parent.parent, recorded.parent.name
+            logger.warning(
+                "containerd in %s: deleting container %s that runc still holds",
+                self.home,
+                name,
+            )
+            with contextlib.suppress(CommandError):
+                done = commands.run(
+                    ["runc", "--root", root, "delete", "--force", name],
+                    timeout=30.0,
+                    check=False,
+                )
+                if done.returncode != 0:
+                    logger.warning(
+                        "runc delete %s failed: %s", name, commands.tail(done.stderr)
+                    )
+
+    def _leftovers(self, *, ask: bool) -> "_Leftovers":
+        """Return the tasks still running and the shims still serving our socket.
+
+        The task PIDs come from the ``init.pid`` files containerd keeps in
+        each task's bundle under our state folder and, when ``ask`` is set,
+        from ``ctr tasks list``; a task's shim is its parent process. A shim
+        whose task has ended is found by the socket its bundle names: the
+        kernel tells which processes hold it. Each counts only while it is a
+        shim started for our socket.
+        """
+        pids: set[int] = set()
+        shims: set[int] = set()
+        bundles = self.state / "io.containerd.runtime.v2.task"
+        for recorded in bundles.glob("*/*/init.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.add(int(recorded.read_text().strip()))
+        sockets = set()
+        for address in bundles.glob("*/*/address"):
+            path = _socket_path(address)
+            if path is not None:
+                sockets.add(path)
+                shims |= _listeners(path)
+        if ask:
+            with contextlib.suppress(CommandError):
+                for namespace in self.namespaces():
+                    listed = self.ctr("tasks", "list", namespace=namespace, timeout=10)
+                    for line in listed.stdout.splitlines()[1:]:
+                        fields = line.split()
+                        if len(fields) >= 2 and fields[1].isdigit():
+                            pids.add(int(fields[1]))
+        tasks: dict[int, int] = {}
+        for task in sorted(pids):
+            parent = _parent(task)
+            if parent is not None and self._is_our_shim(parent):
+                tasks[task] = parent
+        shims = {
+            shim for shim in shims | set(tasks.values()) if self._is_our_shim(shim)
+        }
+        return _Leftovers(
+            tasks=tasks, shims=frozenset(shims), sockets=frozenset(sockets)
+        )
+
+    def _is_our_shim(self, pid: int) -> bool:
+        # A shim is started with "-address <our socket>": PIDs are reused,
+        # the socket path is ours alone.
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        wanted = os.fsencode(self.socket)
+        return any(
+            flag == b"-address" and value == wanted
+            for flag, value in itertools.pairwise(argv)
+        )
+
+    def _kill_leftovers(self, leftovers: "_Leftovers") -> None:
+        """Kill each task, then each shim, by PID, checking each is still ours."""
+        for task, shim in leftovers.tasks.items():
+            if _parent(task) == shim and self._is_our_shim(shim):
+                logger.warning(
+                    "containerd in %s: killing task PID %d that outlived it",
+                    self.home,
+                    task,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(task, signal.SIGKILL)
+        # Each shim reaps its task before it goes in turn.
+        _wait_all_gone(leftovers.tasks, timeout=self.stop_timeout)
+        for shim in sorted(leftovers.shims):
+            if self._is_our_shim(shim):
+                logger.warning(
+                    "containerd in %s: killing shim PID %d that outlived it",
+                    self.home,
+                    shim,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(shim, signal.SIGKILL)
+        _wait_all_gone(leftovers.shims, timeout=self.stop_timeout)
+        # A killed shim leaves its socket file behind, in a folder shared
+        # with other containerds; it goes once nothing holds it any more.
+        for path in leftovers.sockets:
+            if not _listeners(path):
+                path.unlink(missing_ok=True)
 
     def _wait_gone(self, pid: int, timeout: float) -> bool:
         if self._process is not None and self._process.pid == pid:
@@ -435,6 +564,76 @@ class Containerd:
             done = self.ctr("containers", "list", "--quiet", namespace=namespace)
             for name in done.stdout.split():
                 self.remove(name, namespace=namespace, grace_seconds=2.0)
+
+
+@dataclass(frozen=True)
+class _Leftovers:
+    """Processes of a containerd's containers that a removal did not end."""
+
+    #: The PID of each task still running, with the PID of its shim.
+    tasks: dict[int, int]
+    #: The PIDs of the shims still serving the containerd's socket.
+    shims: frozenset[int]
+    #: The sockets those shims listen on, as the task bundles name them.
+    sockets: frozenset[Path]
+
+
+def _socket_path(address_file: Path) -> Path | None:
+    """Return the Unix socket a shim's ``address`` file names, if it names one."""
+    try:
+        address = address_file.read_text().strip()
+    except OSError:
+        return None
+    path = address.removeprefix("unix://")
+    return Path(path) if address.startswith("unix://") and path else None
+
+
+def _listeners(path: Path) -> set[int]:
+    """Return the PIDs that hold the Unix socket bound at ``path``.
+
+    The kernel lists each bound socket's inode with its path; the processes
+    that hold it have it among their file descriptors.
+    """
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == str(path):
+                inodes.add(f"socket:[{fields[6]}]")
+    holders: set[int] = set()
+    if not inodes:
+        return holders
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                holders.add(int(fd_dir.parent.name))
+    return holders
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The fields after the ")" that ends the command name: state, parent, ...
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _parent(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields and fields[0] != "Z" else None
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _wait_all_gone(pids: Iterable[int], *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _archive_reference(path: Path) -> str:

@@ -1,11 +1,16 @@
 """Tests of building, caching and checking the cluster's binaries."""
 
+import io
 import json
 import os
 import re
+import select
 import shutil
+import signal
 import struct
 import subprocess
+import sys
+import time
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -21,6 +26,7 @@ from harness.binaries import (
     Binaries,
 )
 from harness.errors import BuildError, PrerequisiteError
+from harness.paths import PROJECT_ROOT
 from harness.progress import Progress
 
 PT_INTERP = 3
@@ -405,6 +411,185 @@ def test_a_command_that_outlives_its_timeout_is_killed(tmp_path: Path) -> None:
             what="demo",
             timeout=1,
         )
+
+
+def _running(pid: int) -> bool:
+    """Tell whether ``pid`` is a live process (a zombie counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _gone(pid: int, *, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while _running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.timeout(60)
+def test_a_timeout_kills_the_compilers_go_started_not_only_go(tmp_path: Path) -> None:
+    log_path = tmp_path / "build.log"
+    # Like go with a compiler running: a child that does not hold the pipe,
+    # so only a kill of the whole group ends it.
+    script = "sleep 300 >/dev/null 2>&1 & echo $!; exec sleep 300"
+    child = 0
+    try:
+        with pytest.raises(BuildError, match=r"\(killed after 2s\)"):
+            binaries.run_logged(
+                ["sh", "-c", script],
+                cwd=tmp_path,
+                log_path=log_path,
+                progress=Progress("binaries", quiet=True),
+                what="demo",
+                timeout=2,
+            )
+        child = int(log_path.read_text().splitlines()[1])
+
+        assert _gone(child)
+    finally:
+        if child and _running(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def _hold_build_lock(cache: Path, *, seconds: float) -> subprocess.Popen[str]:
+    """Start a process that holds the build lock of ``cache`` for ``seconds``."""
+    code = (
+        "import sys, time\n"
+        "from harness import binaries\n"
+        "from harness.progress import Progress\n"
+        "with binaries._build_lock(Progress('other', quiet=True)):\n"
+        "    print('held', flush=True)\n"
+        f"    time.sleep({seconds})\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "HARNESS_CACHE": str(cache)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    ready, _, _ = select.select([holder.stdout], [], [], 60.0)
+    if not ready or holder.stdout.readline().strip() != "held":
+        holder.kill()
+        holder.wait(timeout=10)
+        pytest.fail("the process holding the lock did not start")
+    return holder
+
+
+def _end(holder: subprocess.Popen[str]) -> None:
+    if holder.poll() is None:
+        holder.kill()
+    holder.wait(timeout=10)
+    assert holder.stdout is not None
+    holder.stdout.close()
+
+
+@pytest.mark.timeout(120)
+def test_waiting_for_another_build_is_bounded_and_names_its_pid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    monkeypatch.delenv("HARNESS_BIN_DIR", raising=False)
+    shown = io.StringIO()
+    holder = _hold_build_lock(cache, seconds=60)
+    try:
+        with pytest.raises(BuildError) as caught:
+            binaries.ensure(
+                progress=Progress("binaries", stream=shown), lock_timeout=1.0
+            )
+    finally:
+        _end(holder)
+
+    message = str(caught.value)
+    assert f"another build (PID {holder.pid}) has held" in message
+    assert f"or end PID {holder.pid} if it is stuck" in message
+    assert "\n" not in message
+    assert f"waiting for another build (PID {holder.pid})" in shown.getvalue()
+    assert not (cache / "bin" / f"etcd-{ETCD_VERSION}").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_lock_released_while_waiting_is_taken_by_the_waiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    monkeypatch.setattr(binaries, "LOCK_POLL_SECONDS", 0.05)
+    holder = _hold_build_lock(cache, seconds=1)
+    try:
+        with binaries._build_lock(Progress("binaries", quiet=True), timeout=60):
+            lock_text = (cache / "bin" / ".lock").read_text()
+        # It let go of the lock and ended by itself, not killed.
+        holder_status = holder.wait(timeout=30)
+    finally:
+        _end(holder)
+
+    assert holder_status == 0
+    assert lock_text == f"{os.getpid()}\n"
+    # Released, it names nobody.
+    assert (cache / "bin" / ".lock").read_text() == ""
+
+
+def _fake_go(folder: Path, script: str) -> Path:
+    go = folder / "go"
+    go.write_text(f"#!/bin/sh\n{script}\n")
+    go.chmod(0o755)
+    return go
+
+
+@pytest.mark.parametrize(
+    ("script", "says"),
+    [
+        pytest.param(None, "could not run", id="missing"),
+        pytest.param("exec sleep 30", "did not answer within 0.5s", id="hangs"),
+        pytest.param("echo nonsense", "env GOVERSION failed", id="not-go"),
+    ],
+)
+def test_a_broken_go_is_a_one_line_prerequisite_error(
+    tmp_path: Path, script: str | None, says: str
+) -> None:
+    go = tmp_path / "go" if script is None else _fake_go(tmp_path, script)
+
+    with pytest.raises(PrerequisiteError) as caught:
+        binaries.go_version(go, timeout=0.5)
+
+    assert str(caught.value).startswith(f"{go} env GOVERSION")
+    assert says in str(caught.value)
+    assert "reinstall Go 1.24+" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("output", "says"),
+    [
+        pytest.param("hello there", "printed 'hello there' instead of JSON", id="text"),
+        pytest.param("[1, 2]", "printed a JSON list, not an object", id="a-list"),
+        pytest.param("", "printed 'nothing' instead of JSON", id="nothing"),
+    ],
+)
+def test_go_printing_no_json_object_is_a_one_line_build_error(
+    tmp_path: Path, output: str, says: str
+) -> None:
+    go = _fake_go(tmp_path, f"echo '{output}'" if output else "true")
+
+    with pytest.raises(BuildError) as caught:
+        binaries.read_upstream(go, binaries.ETCD, work=tmp_path)
+
+    assert str(caught.value).startswith("go mod download -json go.etcd.io/etcd")
+    assert says in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_go_that_cannot_run_is_a_prerequisite_error(tmp_path: Path) -> None:
+    with pytest.raises(PrerequisiteError, match="could not run"):
+        binaries.read_upstream(tmp_path / "no-go", binaries.ETCD, work=tmp_path)
 
 
 def test_a_long_command_shows_a_person_the_elapsed_time_and_count(

@@ -16,7 +16,7 @@ import pytest
 
 from harness import imaging
 from harness.containerd import PAUSE_IMAGE, Containerd
-from harness.errors import UsageError
+from harness.errors import CommandError, UsageError
 from harness.progress import Progress
 
 
@@ -74,6 +74,27 @@ def test_stopping_a_containerd_that_never_started_does_nothing(home: Path) -> No
     assert daemon.pid is None
     daemon.stop()
     assert daemon.pid is None
+
+
+def test_stopping_a_containerd_that_ended_after_its_pid_was_read_does_not_fail(
+    home: Path,
+) -> None:
+    # Above the kernel's largest PID: no process has it, as with a daemon
+    # that exited between the check of its PID and the signal.
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+
+    class EndedAfterTheCheck(Containerd):
+        @property
+        def pid(self) -> int | None:
+            return gone
+
+    daemon = EndedAfterTheCheck(home)
+    daemon.pid_path.parent.mkdir(parents=True, exist_ok=True)
+    daemon.pid_path.write_text(f"{gone}\n")
+
+    daemon.stop(remove_containers=False)
+
+    assert not daemon.pid_path.exists()
 
 
 # --- a real containerd -----------------------------------------------------------
@@ -189,14 +210,24 @@ def test_the_catalog_image_serves_from_a_private_containerd_and_leaves_nothing_b
 
 
 @pytest.mark.containerd
+@pytest.mark.parametrize(
+    ("read_only", "mounted", "refusal"),
+    [
+        pytest.param(True, "ro", "Read-only file system", id="read-only"),
+        # The control: the same check sees a writable root when asked for one.
+        pytest.param(False, "rw", "Permission denied", id="writable"),
+    ],
+)
 def test_the_root_file_system_of_a_container_is_read_only(
-    catalog_archive: Path, home: Path
+    catalog_archive: Path, home: Path, read_only: bool, mounted: str, refusal: str
 ) -> None:
+    name = f"root-{mounted}-test"
     with Containerd(home) as daemon:
         reference = daemon.import_archive(catalog_archive)
         with daemon.running(
             reference,
-            name="read-only-test",
+            name=name,
+            read_only=read_only,
             args=[
                 "sh",
                 "-c",
@@ -207,8 +238,68 @@ def test_the_root_file_system_of_a_container_is_read_only(
             while "10001" not in _text(container.log):
                 assert time.monotonic() < deadline, _text(container.log)
                 time.sleep(0.1)
-            assert "Read-only file system" in _text(container.log)
-            assert not (home / "probe").exists()
+            root_options = _root_mount_options(_task_pid(daemon, name))
+
+            assert refusal in _text(container.log)
+            assert mounted in root_options
+
+
+def _root_mount_options(pid: int) -> set[str]:
+    """Return the options of the ``/`` mount that process ``pid`` sees."""
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split(" ")
+        # Fields: id, parent, device, root, mount point, mount options, ...
+        if fields[4] == "/":
+            return set(fields[5].split(","))
+    raise AssertionError(f"PID {pid} sees no / mount")
+
+
+@pytest.mark.containerd
+def test_containers_a_failed_removal_leaves_are_killed_by_pid_before_unmounting(
+    catalog_archive: Path, home: Path
+) -> None:
+    class RemovalFails(Containerd):
+        def _remove_all_containers(self) -> None:
+            raise CommandError("ctr could not remove the containers (on purpose)")
+
+    mounts_before = _mounts()
+    daemon = RemovalFails(home)
+    daemon.start()
+    try:
+        reference = daemon.import_archive(catalog_archive)
+        daemon.run(reference, name="left-running", args=["sleep", "60"])
+        # A task that has ended still has its shim until containerd deletes it.
+        daemon.run(reference, name="left-ended", args=["true"])
+        deadline = time.monotonic() + 10.0
+        while daemon.task_status("left-ended") != "STOPPED":
+            assert time.monotonic() < deadline, daemon.ctr("tasks", "list").stdout
+            time.sleep(0.1)
+        task = _task_pid(daemon, "left-running")
+        shims = _processes_mentioning(str(daemon.socket))
+        bundles = daemon.state / "io.containerd.runtime.v2.task" / "k8s.io"
+        sockets = [
+            Path((bundle / "address").read_text().removeprefix("unix://"))
+            for bundle in bundles.iterdir()
+        ]
+        assert len(shims) == len(sockets) == 2
+        assert all(path.exists() for path in sockets)
+    finally:
+        daemon.stop()
+
+    assert _ended(task)
+    assert [path for path in sockets if path.exists()] == []
+    assert _processes_mentioning(str(home)) == []
+    assert _mounts() == mounts_before
+    assert not list(Path("/sys/fs/cgroup").glob("*/left-*"))
+
+
+def _ended(pid: int) -> bool:
+    """Tell whether ``pid`` has ended (a zombie waiting to be reaped has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _text(path: Path) -> str:

@@ -9,6 +9,7 @@ refused with a 4xx naming the field and the value.
 import json
 from collections.abc import Collection, Mapping
 from typing import NoReturn
+from urllib.parse import parse_qsl
 
 from quart import request
 from werkzeug.datastructures import MultiDict
@@ -65,18 +66,48 @@ async def read_json() -> object:
 
 
 async def read_form() -> MultiDict[str, str]:
-    """Return the HTML form of the current request, or raise a 4xx error."""
+    """Return the HTML form of the current request, or raise a 4xx error.
+
+    Names and values are percent-decoded to bytes first and those bytes
+    must be UTF-8: ``%ff`` is refused, not turned into a replacement
+    character.
+    """
     if not is_form():
         given = request.mimetype or "no content type"
         raise UnsupportedMediaTypeError(
             f"{request.method} {request.path} takes {FORM_TYPE}, not {given}"
         )
     raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise MalformedBodyError(f"the form sent to {request.path} is not UTF-8") from e
-    return await request.form
+    return _parse_form(raw, path=request.path)
+
+
+def _parse_form(raw: bytes, *, path: str) -> MultiDict[str, str]:
+    """Return the fields of an urlencoded form body, all of them strict UTF-8."""
+    # Latin-1 maps each byte to one character and back, so the pairs keep
+    # the very bytes that were sent, percent-decoded, for the strict check.
+    pairs = parse_qsl(
+        raw.decode("latin-1"),
+        keep_blank_values=True,
+        encoding="latin-1",
+        errors="strict",
+    )
+    fields: MultiDict[str, str] = MultiDict()
+    for raw_name, raw_value in pairs:
+        try:
+            name = raw_name.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise MalformedBodyError(
+                f"the form sent to {path} has a field name that is not UTF-8: "
+                f"{shown(raw_name.encode('latin-1'))}"
+            ) from e
+        try:
+            value = raw_value.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise MalformedBodyError(
+                f"the form field {shown(name)} sent to {path} is not UTF-8"
+            ) from e
+        fields.add(name, value)
+    return fields
 
 
 def json_object(

@@ -356,6 +356,29 @@ async def test_the_new_record_form_creates_a_record_and_redirects_to_it(
 
 
 @pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        pytest.param(b"name=Caf%C3%A9+cup&price=3", "Café cup", id="percent-encoded"),
+        pytest.param("name=Café cup&price=3".encode(), "Café cup", id="raw-utf8"),
+        pytest.param(b"name=%E2%82%AC+jar&price=3", "€ jar", id="three-bytes"),
+    ],
+)
+async def test_a_form_in_utf8_stores_the_text_it_encodes(
+    clients: Clients, body: bytes, name: str
+) -> None:
+    client = clients("catalog")
+
+    response = await client.post(
+        "/catalog", data=body, headers={**HTML, "Content-Type": FORM}
+    )
+    record = await (await client.get(response.headers["Location"])).get_json()
+
+    assert response.status_code == 303
+    assert record["name"] == name
+    assert record["price"] == 3.0
+
+
+@pytest.mark.parametrize(
     ("path", "form", "expected"),
     [
         pytest.param(
@@ -656,6 +679,33 @@ async def test_the_forms_create_change_and_delete_a_new_record(
             400,
             "not UTF-8",
             id="form-not-utf8",
+        ),
+        pytest.param(
+            "POST",
+            "/catalog",
+            FORM,
+            b"name=%ff%fe&price=1",
+            400,
+            'the form field "name" sent to /catalog is not UTF-8',
+            id="form-percent-encoded-not-utf8",
+        ),
+        pytest.param(
+            "POST",
+            "/catalog",
+            FORM,
+            b"name=Spoon&price=1&%c3%28=x",
+            400,
+            "has a field name that is not UTF-8",
+            id="form-name-not-utf8",
+        ),
+        pytest.param(
+            "POST",
+            "/customer",
+            FORM,
+            urlencode(GRACE).encode() + b"&city=%e9",
+            400,
+            'the form field "city" sent to /customer is not UTF-8',
+            id="customer-form-latin1-city",
         ),
         pytest.param(
             "POST",

@@ -2,15 +2,25 @@
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
 from services.kit import Settings
 from services.kit.running import hypercorn_config
-from tests.services.service_processes import EXIT_TIMEOUT_SECONDS, ServiceProcess
+from tests.services.service_processes import (
+    EXIT_TIMEOUT_SECONDS,
+    PROJECT_ROOT,
+    READY_TIMEOUT_SECONDS,
+    ServiceProcess,
+    ServiceStarter,
+    clean_environment,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -96,6 +106,92 @@ async def test_a_request_in_flight_at_sigterm_still_completes(
     assert response.status_code == 201
     assert response.json()["name"] == "Late spoon"
     assert exit_status == 0
+
+
+#: A service whose startup takes a minute, unless a signal cuts it short.
+SLOW_STARTUP = """
+import sys, time
+from services.kit import create_app, run
+
+def slow_app(settings):
+    print("creating the app", flush=True)
+    time.sleep(60)
+    print("app created", flush=True)
+    return create_app("slow", settings=settings)
+
+sys.exit(run(slow_app, service_name="slow"))
+"""
+
+
+def _wait_for_text(path: Path, text: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while text not in path.read_text(errors="replace"):
+        assert process.poll() is None, path.read_text(errors="replace")
+        assert time.monotonic() < deadline, path.read_text(errors="replace")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    "signum",
+    [
+        pytest.param(signal.SIGTERM, id="sigterm"),
+        pytest.param(signal.SIGINT, id="sigint"),
+    ],
+)
+def test_a_signal_during_a_slow_startup_ends_it_at_once_with_status_0(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    output = tmp_path / "slow.log"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SLOW_STARTUP],
+            cwd=PROJECT_ROOT,
+            env=clean_environment(PYTHONPATH=str(PROJECT_ROOT), POD_NAME="slow-1"),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for_text(output, "creating the app", process)
+        process.send_signal(signum)
+        status = process.wait(timeout=EXIT_TIMEOUT_SECONDS)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=EXIT_TIMEOUT_SECONDS)
+
+    assert status == 0, output.read_text()
+    assert "app created" not in output.read_text()
+    assert "Traceback" not in output.read_text()
+
+
+def _catches(pid: int, signum: signal.Signals) -> bool:
+    """Tell whether process ``pid`` has a handler of its own for ``signum``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def test_a_sigterm_as_soon_as_the_service_catches_it_ends_it_unserved_with_0(
+    service_starter: ServiceStarter,
+) -> None:
+    catalog = service_starter.start("catalog", ready=False)
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    # Signals before the handler exists end any process (the interpreter is
+    # still starting); from the moment it exists, startup must stop cleanly.
+    while not _catches(catalog.process.pid, signal.SIGTERM):
+        assert catalog.process.poll() is None, catalog.log()
+        assert time.monotonic() < deadline, catalog.log()
+        time.sleep(0.001)
+
+    catalog.process.send_signal(signal.SIGTERM)
+    status = catalog.process.wait(timeout=EXIT_TIMEOUT_SECONDS)
+
+    assert status == 0, catalog.log()
+    # Hypercorn says where it listens once it has bound: it never did.
+    assert "Running on" not in catalog.log()
+    assert "Traceback" not in catalog.log()
 
 
 @pytest.mark.parametrize(
