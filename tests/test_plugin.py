@@ -5,11 +5,13 @@ the ``pytest11`` entry point of the installed package.
 """
 
 import json
+import socket
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from harness.plugin import DEFAULT_CATALOG_REPLICAS, DEFAULT_REQUESTS
+from harness.plugin import DEFAULT_CATALOG_REPLICAS, DEFAULT_REQUESTS, EXIT_NOT_READY
 
 pytest_plugins = ["pytester"]
 
@@ -199,3 +201,162 @@ def test_bad_options_are_a_usage_error_naming_the_option(
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+EXPERIMENTS = """
+import pytest
+
+def test_figures_are_kept(experiment):
+    experiment.parameters["requests"] = 300
+    experiment.statistics["p_value"] = 0.5
+
+def test_a_broken_promise(experiment):
+    experiment.statistics["max_min_ratio"] = float("inf")
+    assert 1 + 1 == 3, "arithmetic broke"
+
+def test_not_here(experiment):
+    pytest.skip("needs three nodes")
+"""
+
+
+def _results(report_dir: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(
+        (report_dir / "latest" / "results.json").read_text()
+    )
+    return loaded
+
+
+def test_each_experiment_is_recorded_with_its_verdict_and_the_run_is_ended(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_shop=EXPERIMENTS)
+
+    result = pytester.runpytest("--report-dir=out")
+
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    document = _results(pytester.path / "out")
+    assert document["run"]["ended_at"] is not None
+    assert document["run"]["cluster"] == {"kind": "local", "kubernetes_version": None}
+    by_verdict = {e["verdict"]: e for e in document["experiments"]}
+    assert sorted(by_verdict) == ["failed", "passed", "skipped"]
+    assert all(e["name"] == "shop" for e in document["experiments"])
+    assert by_verdict["passed"]["parameters"] == {"requests": 300}
+    assert by_verdict["passed"]["statistics"] == {"p_value": 0.5}
+    assert by_verdict["passed"]["failure"] is None
+    failed = by_verdict["failed"]
+    assert failed["statistics"] == {"max_min_ratio": "Infinity"}
+    assert "arithmetic broke" in failed["failure"]["message"]
+    assert by_verdict["skipped"]["failure"] is None
+
+
+def test_the_run_folder_is_named_at_the_end_of_the_session(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_shop=EXPERIMENTS)
+
+    result = pytester.runpytest("--report-dir=out")
+
+    folder = (pytester.path / "out" / "latest").resolve()
+    result.stdout.fnmatch_lines([f"harness: run recorded in {folder}"])
+
+
+def test_a_run_without_experiments_writes_no_record(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    assert True\n")
+
+    pytester.runpytest("--report-dir=out").assert_outcomes(passed=1)
+
+    assert not (pytester.path / "out").exists()
+
+
+UNREACHABLE_KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters:
+  - name: nowhere
+    cluster:
+      server: https://127.0.0.1:{port}
+      insecure-skip-tls-verify: true
+users:
+  - name: nobody
+    user:
+      token: not-a-token
+contexts:
+  - name: nowhere
+    context:
+      cluster: nowhere
+      user: nobody
+current-context: nowhere
+"""
+
+
+def test_a_cluster_that_does_not_answer_stops_the_run_at_once_with_one_line(
+    pytester: pytest.Pytester,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Nothing listens on the port once the probe socket is closed.
+    pytester.makefile(".yaml", kubeconfig=UNREACHABLE_KUBECONFIG.format(port=port))
+    pytester.makepyfile(
+        test_shop="def test_one(experiment, cluster):\n    raise AssertionError\n"
+        "def test_two(experiment, cluster):\n    raise AssertionError\n"
+    )
+
+    result = pytester.runpytest(
+        "--cluster=existing", "--kubeconfig=kubeconfig.yaml", "--report-dir=out"
+    )
+
+    assert result.ret == EXIT_NOT_READY
+    result.stdout.fnmatch_lines(
+        [
+            "*harness: cluster existing is not usable: no API server answers at "
+            f"https://127.0.0.1:{port}*"
+        ]
+    )
+    document = _results(pytester.path / "out")
+    assert [e["verdict"] for e in document["experiments"]] == ["error"]
+    assert "no API server answers" in document["experiments"][0]["failure"]["message"]
+    assert document["run"]["ended_at"] is not None
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("kind", id="kind"),
+        pytest.param("k3d", id="k3d"),
+        pytest.param("minikube", id="minikube"),
+    ],
+)
+def test_a_cluster_tool_that_is_not_installed_is_named_in_the_one_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setenv("PATH", str(pytester.path))
+    pytester.makepyfile(test_shop="def test_one(cluster):\n    raise AssertionError\n")
+
+    result = pytester.runpytest_subprocess(f"--cluster={kind}", "--report-dir=out")
+
+    assert result.ret == EXIT_NOT_READY
+    result.stdout.fnmatch_lines(
+        [f"*harness: cluster {kind} is not usable: --cluster {kind} needs the {kind}*"]
+    )
+
+
+def test_the_series_holds_every_answer_and_failure_of_the_load_once() -> None:
+    from harness.plugin import per_second
+    from harness.traffic import read_records, summarise
+
+    records = read_records(
+        Path(__file__).parent / "data" / "healing" / "requests.jsonl"
+    )
+    start = records[0].t
+    summary = summarise(records, exit_code=0, output_tail="")
+
+    series = per_second(records, start=start)
+
+    pods = cast(dict[str, list[int]], series["pods"])
+    failed = cast(list[int], series["failed"])
+    assert sum(failed) == summary.failures
+    assert sum(map(sum, pods.values())) + sum(failed) == summary.requests
+    assert set(pods) <= set(summary.per_pod)
+    last = max(r.t for r in records)
+    assert all(len(counts) == int(last - start) + 1 for counts in pods.values())
