@@ -22,10 +22,10 @@ ITEM = "/catalog/<int:item_id>"
 SETTINGS = "kube-harness-settings"
 USERS = 8
 #: Each user pauses up to this long between requests, which keeps the load
-#: near 250 new connections a second. Far more, sustained, exhausts the source
-#: ports the node's masquerading has for its own connections to a NodePort
-#: (each mapping lingers 120 s in conntrack), and a request then fails on the
-#: node, not in the shop.
+#: steady near 250 requests a second. Apache opens a new connection to the
+#: catalog for every request, and each closed one holds its source port in
+#: TIME_WAIT for a minute: well above about 450 a second, sustained, the front
+#: door's pod runs out of ports and the figures measure that instead.
 WAIT_S = 0.06
 #: A bound on each measurement; the request count ends it much sooner.
 RUN_TIME_S = 120.0

@@ -17,8 +17,8 @@ from harness.traffic import Load
 STEPS = (1, 3, 5, 2)
 USERS = 4
 #: Each user pauses up to this long between requests: a steady load of about
-#: 170 requests a second, well within what the node's NodePort masquerading
-#: sustains with a new connection per request (see test_load_balancing.py).
+#: 170 requests a second, well within what the front door sustains with a new
+#: connection per request (see test_load_balancing.py).
 WAIT_S = 0.04
 #: A bound on the load run; it is stopped once the last step has settled.
 RUN_TIME_S = 150.0

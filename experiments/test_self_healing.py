@@ -15,15 +15,22 @@ may fail; at most 1 % of those sent during the forced deletions.
 import time
 
 from harness import healing, statistics
-from harness.deploying import Raw, Shop, name_of, parse_time, wait_until_served
+from harness.deploying import (
+    Raw,
+    Shop,
+    is_serving,
+    name_of,
+    parse_time,
+    wait_until_served,
+)
 from harness.plugin import ExperimentDraft, FrontDoor, HarnessOptions, Metrics, Traffic
 from harness.traffic import Load
 
 KILLS_PER_MODE = 3
 USERS = 4
 #: Each user pauses up to this long between requests: a steady load of about
-#: 170 requests a second, well within what the node's NodePort masquerading
-#: sustains with a new connection per request (see test_load_balancing.py).
+#: 170 requests a second, well within what the front door sustains with a new
+#: connection per request (see test_load_balancing.py).
 WAIT_S = 0.04
 #: A bound on each load run; the run is stopped once its kills are done.
 RUN_TIME_S = 150.0
@@ -33,7 +40,7 @@ MODES: tuple[tuple[str, int | None], ...] = (("graceful", None), ("forced", 0))
 
 
 def _oldest_serving(pods: list[Raw]) -> Raw:
-    serving = [p for p in pods if healing.serving_count([p]) == 1]
+    serving = [p for p in pods if is_serving(p)]
     return min(
         serving,
         key=lambda p: (parse_time(p["metadata"]["creationTimestamp"]), name_of(p)),

@@ -1119,13 +1119,14 @@ REQUEST_TIMEOUT_S = 10.0
 
 
 # The harness's own requests leave from source ports of a block of their own.
-# A connection from this node to a NodePort that kube-proxy has not programmed
-# yet is refused locally, and the conntrack entry it leaves, un-NATed, waits
-# 120 s in SYN_SENT; every later connection from the same source port matches
-# it and is refused too, and each one renews it. Probing the front door while
-# it comes up would so plant refusals in the ports the load generator draws
-# from the kernel's ephemeral range. Probes use ports below that range, and a
-# port that was refused is not used again until its entry is gone.
+# A connection from this node to a NodePort whose Service has no ready
+# endpoint yet is rejected by kube-proxy's rules, and the conntrack entry it
+# leaves, un-NATed, waits 120 s in SYN_SENT. Every later connection from the
+# same source port matches that entry, so it is not forwarded either: it is
+# refused by the node itself, and renews the entry. Probing the front door
+# while it comes up would so plant refusals among the ports the load generator
+# draws from the kernel's ephemeral range. Probes use ports below that range,
+# and a port that was refused is not used again until its entry is gone.
 PROBE_PORTS = range(20000, 30000)
 #: Seconds a refused source port rests: conntrack's SYN_SENT timeout and more.
 PROBE_PORT_REST_S = 130.0

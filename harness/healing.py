@@ -29,6 +29,7 @@ from harness.deploying import (
     Watcher,
     WatchEvent,
     is_ready,
+    is_serving,
     is_terminating,
     name_of,
     parse_time,
@@ -173,9 +174,9 @@ def replacement(
         (s.arrived_at for s in after if s.uid == killed_uid and s.type == "DELETED"),
         None,
     )
-    last_of_new = [s for s in after if new is not None and s.uid == new.uid]
+    of_new = [s for s in after if new is not None and s.uid == new.uid]
     ready_api = next(
-        (s.ready_changed_at for s in last_of_new if s.ready and s.ready_changed_at),
+        (s.ready_changed_at for s in of_new if s.ready and s.ready_changed_at),
         None,
     )
     created_api = new.created_at if new is not None else None
@@ -302,13 +303,7 @@ class PodHistory:
 
 def serving_count(pods: Iterable[Raw]) -> int:
     """Return how many of ``pods`` run, are Ready and are not being deleted."""
-    return sum(
-        1
-        for pod in pods
-        if pod.get("status", {}).get("phase") == "Running"
-        and is_ready(pod)
-        and not is_terminating(pod)
-    )
+    return sum(1 for pod in pods if is_serving(pod))
 
 
 def kill(

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from harness import imaging
 from harness.cluster.settings import ClusterSettings
 
 #: The order components start in; ``down`` stops them in reverse.
@@ -349,7 +350,7 @@ def coredns(settings: ClusterSettings, exe: Executables) -> Spec:
 
 
 #: The image every pod sandbox runs, built from catatonit by ``imaging``.
-SANDBOX_IMAGE = "localhost/kube-harness/pause:0.1.0"
+SANDBOX_IMAGE = imaging.reference("pause")
 
 
 def containerd_config(settings: ClusterSettings) -> str:

@@ -16,6 +16,7 @@ removes the cgroups the kubelet made, and optionally the state directory.
 """
 
 import contextlib
+import http.client
 import json
 import logging
 import shutil
@@ -201,7 +202,20 @@ def probe(url: str, *, ca: Path | None = None, timeout: float = PROBE_TIMEOUT) -
         except CommandError as e:
             return str(e).splitlines()[0]
         return "" if done.returncode == 0 else (done.stderr.strip() or "ctr failed")
-    context = None
+    try:
+        with _direct_opener(url, ca=ca).open(url, timeout=timeout) as answer:
+            return "" if answer.status == 200 else f"HTTP {answer.status}"
+    except urllib.error.HTTPError as e:
+        return f"HTTP {e.code}"
+    except PermissionError as e:
+        return f"cannot read {e.filename}: run as root"
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        return str(getattr(e, "reason", e))
+
+
+def _direct_opener(url: str, *, ca: Path | None) -> urllib.request.OpenerDirector:
+    """Return an opener that ignores proxy variables: every probe stays local."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
     if url.startswith("https://"):
         if ca is not None:
             context = ssl.create_default_context(cafile=str(ca))
@@ -209,13 +223,8 @@ def probe(url: str, *, ca: Path | None = None, timeout: float = PROBE_TIMEOUT) -
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:
-            return "" if answer.status == 200 else f"HTTP {answer.status}"
-    except urllib.error.HTTPError as e:
-        return f"HTTP {e.code}"
-    except (OSError, ValueError) as e:
-        return str(getattr(e, "reason", e))
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers)
 
 
 def _ca_for(settings: ClusterSettings, spec: Spec) -> Path | None:
@@ -470,11 +479,17 @@ def load_images(settings: ClusterSettings, *, names: Sequence[str] = ()) -> list
 
 
 def _api(settings: ClusterSettings) -> Any:
-    from kubernetes import config
+    from kubernetes import client, config
 
-    return config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(settings.layout.admin_kubeconfig)
+    configuration = client.Configuration()
+    config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(settings.layout.admin_kubeconfig),
+        client_configuration=configuration,
     )
+    # The API server is on this machine: never go through a proxy variable's
+    # proxy, which would carry cluster traffic off it.
+    configuration.no_proxy = "*"
+    return client.ApiClient(configuration)
 
 
 @contextlib.contextmanager

@@ -167,11 +167,19 @@ JUMPS = (
     Jump("filter", "FORWARD", "KH-FORWARD"),
     Jump("filter", "INPUT", "KH-INPUT"),
     Jump("filter", "OUTPUT", "KH-OUTPUT"),
+    # kube-proxy inserts its own ACCEPT rules ahead of ours in the filter
+    # table (KUBE-FORWARD accepts marked and established traffic); it never
+    # touches these hooks of the mangle table, so the edge is enforced there.
+    Jump("mangle", "PREROUTING", "KH-PREROUTING"),
+    Jump("mangle", "POSTROUTING", "KH-POSTROUTING"),
 )
+
+#: Interfaces a cluster address may use: loopback, our bridges, pod veths.
+OUR_INTERFACES = ("lo", "kh-+", "veth+")
 
 
 def safety_rules(settings: ClusterSettings) -> str:
-    """Return the ``iptables-restore`` input that defines our filter chains."""
+    """Return the ``iptables-restore`` input that defines our chains."""
     pod, ours = settings.pod_bridge, "kh-+"
     cluster_ranges = (
         settings.service_cidr,
@@ -210,6 +218,24 @@ def safety_rules(settings: ClusterSettings) -> str:
     for cidr in cluster_ranges:
         lines.append(f"-A KH-OUTPUT -d {cidr} -o lo -j RETURN")
         lines.append(f"-A KH-OUTPUT -d {cidr} ! -o {ours} -j DROP")
+    lines.append("COMMIT")
+
+    # The machine's edge, whatever the filter table accepts: nothing for or
+    # from a cluster address comes in or goes out through an interface that
+    # is not ours, judged on the addresses before any NAT as well as after.
+    lines += ["*mangle", ":KH-PREROUTING - [0:0]", ":KH-POSTROUTING - [0:0]"]
+    for interface in OUR_INTERFACES:
+        lines.append(f"-A KH-PREROUTING -i {interface} -j RETURN")
+        lines.append(f"-A KH-POSTROUTING -o {interface} -j RETURN")
+    for cidr in cluster_ranges:
+        lines += [
+            f"-A KH-PREROUTING -d {cidr} -j DROP",
+            f"-A KH-PREROUTING -s {cidr} -j DROP",
+            f"-A KH-POSTROUTING -d {cidr} -j DROP",
+            f"-A KH-POSTROUTING -s {cidr} -j DROP",
+            f"-A KH-POSTROUTING -m conntrack --ctorigdst {cidr} -j DROP",
+            f"-A KH-POSTROUTING -m conntrack --ctorigsrc {cidr} -j DROP",
+        ]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 

@@ -127,6 +127,17 @@ def _mount_namespace(pid: int) -> str | None:
         return None
 
 
+#: Variables that would send a component's traffic to a proxy off the machine.
+PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
+
+
+def without_proxies(env: Mapping[str, str]) -> dict[str, str]:
+    """Return ``env`` without proxy variables, in any case: components talk directly."""
+    kept = {k: v for k, v in env.items() if k.lower() not in PROXY_VARIABLES}
+    kept["NO_PROXY"] = kept["no_proxy"] = "*"
+    return kept
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -142,7 +153,7 @@ def spawn(
         sink.write(
             f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n"
         )
-    environment = dict(os.environ if env is None else env)
+    environment = without_proxies(os.environ if env is None else env)
     environment["KH_LOG"] = str(log_path)
     # The shell starts the command in the background, prints its PID and
     # exits: the command is orphaned at once and keeps running on its own.

@@ -1,15 +1,18 @@
 """Tests of the flags and configuration files rendered for each component."""
 
+import http.server
 import ipaddress
 import json
 import re
+import threading
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
-from harness.cluster import components
+from harness import imaging
+from harness.cluster import components, local, processes
 from harness.cluster.settings import ClusterSettings
 
 SETTINGS = ClusterSettings(state_dir=Path("/var/lib/kube-harness/unit"))
@@ -141,3 +144,46 @@ def test_apiserver_prefers_the_node_ip_over_names_when_dialing_the_kubelet() -> 
     assert f"--service-cluster-ip-range={SETTINGS.service_cidr}" in argv
     low, high = map(int, SETTINGS.node_port_range.split("-"))
     assert low <= 30080 <= high
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("HTTP_PROXY", id="upper"),
+        pytest.param("https_proxy", id="lower"),
+        pytest.param("All_Proxy", id="mixed"),
+    ],
+)
+def test_component_environments_carry_no_proxy_variable(name: str) -> None:
+    env = processes.without_proxies({name: "http://127.0.0.1:9", "PATH": "/bin"})
+    assert env["PATH"] == "/bin"
+    assert {k for k in env if k.lower().endswith("_proxy")} == {"NO_PROXY", "no_proxy"}
+    assert env["NO_PROXY"] == env["no_proxy"] == "*"
+
+
+def test_probe_ignores_a_proxy_variable_and_reaches_the_local_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ok)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    try:
+        # Port 9 (discard) has no listener: a probe sent to the proxy fails.
+        monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert local.probe(f"http://127.0.0.1:{server.server_port}/healthz") == ""
+    finally:
+        thread.join(timeout=5)
+        server.server_close()
+
+
+def test_the_sandbox_image_is_the_pause_image_the_harness_builds() -> None:
+    assert imaging.reference("pause") == components.SANDBOX_IMAGE

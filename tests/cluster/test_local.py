@@ -189,6 +189,140 @@ def test_the_cluster_dns_refuses_outside_names(cluster: RunningCluster) -> None:
     assert local.dns_answer(cluster.settings, "example.com") == []
 
 
+#: An "outside" of our own making: a network namespace behind a veth pair whose
+#: names are not the cluster's, so a packet that wrongly left the cluster
+#: would reach only this namespace, never a real network.
+OUTSIDE_HOST_SIDE, OUTSIDE_ADDRESS = "100.64.77.1", "100.64.77.2"
+LISTENER = """
+import select, socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((sys.argv[1], 8080))
+server.listen(16)
+print("listening", flush=True)
+while select.select([server], [], [], 60)[0]:
+    connection, peer = server.accept()
+    print("accepted", peer[0], flush=True)
+    connection.close()
+"""
+
+
+@dataclass(frozen=True)
+class Outside:
+    """The stand-in for the world beyond the machine, and who reached it."""
+
+    address: str
+    listener: subprocess.Popen[str]
+
+
+@pytest.fixture
+def outside() -> Iterator[Outside]:
+    """Give a namespace that answers TCP 8080 behind a non-cluster interface."""
+    tag = secrets.token_hex(2)
+    namespace, host_if, peer_if = f"khtest-{tag}", f"xout{tag}", f"xin{tag}"
+    run = networking.run
+    run(["ip", "netns", "add", namespace])
+    try:
+        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if])
+        run(["ip", "link", "set", peer_if, "netns", namespace])
+        run(["ip", "addr", "add", f"{OUTSIDE_HOST_SIDE}/30", "dev", host_if])
+        run(["ip", "link", "set", host_if, "up"])
+        inside = ["ip", "-n", namespace]
+        run([*inside, "addr", "add", f"{OUTSIDE_ADDRESS}/30", "dev", peer_if])
+        run([*inside, "link", "set", peer_if, "up"])
+        run([*inside, "link", "set", "lo", "up"])
+        listener = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                namespace,
+                sys.executable,
+                "-c",
+                LISTENER,
+                OUTSIDE_ADDRESS,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert listener.stdout is not None
+            assert listener.stdout.readline().strip() == "listening"
+            yield Outside(address=OUTSIDE_ADDRESS, listener=listener)
+        finally:
+            if listener.poll() is None:
+                os.kill(listener.pid, signal.SIGTERM)
+                listener.wait(timeout=10)
+    finally:
+        run(["ip", "link", "del", host_if], check=False)
+        run(["ip", "netns", "del", namespace], check=False)
+
+
+def _connects(address: str, port: int, *, timeout: float) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def test_a_service_whose_endpoint_lies_outside_is_dropped_at_the_edge(
+    cluster: RunningCluster, outside: Outside
+) -> None:
+    # The path to the stand-in outside works for traffic that is not the
+    # cluster's, so a failed connect below is the safety net's doing.
+    assert _connects(outside.address, 8080, timeout=5)
+    assert outside.listener.stdout is not None
+    assert outside.listener.stdout.readline().split()[0] == "accepted"
+
+    namespace = f"test-{secrets.token_hex(4)}"
+    with local.api_client(cluster.settings) as api:
+        core, discovery = k8s.CoreV1Api(api), k8s.DiscoveryV1Api(api)
+        core.create_namespace({"metadata": {"name": namespace}})
+        try:
+            service = core.create_namespaced_service(
+                namespace,
+                {
+                    "metadata": {"name": "beyond"},
+                    "spec": {"ports": [{"port": 8080, "targetPort": 8080}]},
+                },
+            )
+            discovery.create_namespaced_endpoint_slice(
+                namespace,
+                {
+                    "metadata": {
+                        "name": "beyond-1",
+                        "labels": {"kubernetes.io/service-name": "beyond"},
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [outside.address]}],
+                    "ports": [{"port": 8080, "protocol": "TCP"}],
+                },
+            )
+            wait_for(
+                lambda: (
+                    f"{outside.address}:8080"
+                    in networking.run(["iptables-save", "-t", "nat"]).stdout
+                ),
+                timeout=30,
+                what="kube-proxy's rules for the outside endpoint",
+            )
+            assert not _connects(service.spec.cluster_ip, 8080, timeout=3)
+        finally:
+            core.delete_namespace(namespace)
+    # Nothing more reached the outside than the direct connect above.
+    os.kill(outside.listener.pid, signal.SIGTERM)
+    rest, _ = outside.listener.communicate(timeout=10)
+    assert "accepted" not in rest
+
+
+def test_our_edge_rules_come_first_in_the_mangle_hooks(cluster: RunningCluster) -> None:
+    saved = networking.run(["iptables-save", "-t", "mangle"]).stdout.splitlines()
+    for hook in ("PREROUTING", "POSTROUTING"):
+        rules = [r for r in saved if r.startswith(f"-A {hook} ")]
+        assert rules[0] == f"-A {hook} -j KH-{hook}"
+
+
 def test_every_component_sees_a_resolver_file_that_points_nowhere_outside(
     cluster: RunningCluster,
 ) -> None:

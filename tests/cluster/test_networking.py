@@ -74,3 +74,25 @@ def test_safety_rules_drop_pod_traffic_that_leaves_the_pod_bridge() -> None:
     )
     for cidr in (settings.service_cidr, settings.pod_cidr, "198.51.100.0/24"):
         assert f"-A KH-OUTPUT -d {cidr} ! -o kh-+ -j DROP" in rules
+
+
+def test_safety_rules_guard_the_edge_in_the_mangle_table_for_every_cluster_range() -> (
+    None
+):
+    settings = ClusterSettings()
+    rules = networking.safety_rules(settings).splitlines()
+    mangle = rules[rules.index("*mangle") :]
+    for interface in networking.OUR_INTERFACES:
+        assert f"-A KH-POSTROUTING -o {interface} -j RETURN" in mangle
+        assert f"-A KH-PREROUTING -i {interface} -j RETURN" in mangle
+    last_return = max(i for i, r in enumerate(mangle) if r.endswith("-j RETURN"))
+    for cidr in (settings.service_cidr, settings.pod_cidr, "198.51.100.0/24"):
+        drops = [
+            f"-A KH-POSTROUTING -m conntrack --ctorigdst {cidr} -j DROP",
+            f"-A KH-POSTROUTING -m conntrack --ctorigsrc {cidr} -j DROP",
+            f"-A KH-PREROUTING -d {cidr} -j DROP",
+        ]
+        for drop in drops:
+            assert mangle.index(drop) > last_return
+    hooks = {(j.table, j.chain) for j in networking.JUMPS}
+    assert {("mangle", "PREROUTING"), ("mangle", "POSTROUTING")} <= hooks
