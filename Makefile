@@ -58,11 +58,11 @@ binaries: venv
 # what they need (images, binaries) through the harness's caches.
 test: system venv binaries
 	$(BIN)/pytest tests
-	$(BIN)/pytest experiments
+	$(BIN)/pytest experiments --junitxml=reports/junit.xml
 
 experiments: system venv binaries
 	$(BIN)/harness images build
-	$(BIN)/pytest experiments
+	$(BIN)/pytest experiments --junitxml=reports/junit.xml
 
 lint: venv
 	$(BIN)/ruff check harness services tests benchmarks experiments

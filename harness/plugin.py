@@ -22,8 +22,10 @@ a run that never mentions them is never refused because of them.
 import logging
 import re
 import secrets
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -932,6 +934,36 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     recorder = config.stash.get(_recorder_key, None)
     if recorder is not None:
         terminalreporter.write_line(f"harness: run recorded in {recorder.path.parent}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Render the report of the run this session recorded, and say where it is.
+
+    This runs after the session's fixtures have written the run's end and
+    after pytest has written its JUnit file (``--junitxml``), which is copied
+    into the run folder beside the results.
+    """
+    recorder = config.stash.get(_recorder_key, None)
+    if recorder is None:
+        return
+    run_dir = recorder.path.parent
+    junit = getattr(config.option, "xmlpath", None)
+    if junit and Path(junit).is_file():
+        shutil.copyfile(junit, run_dir / "junit.xml")
+    from harness import reporting
+    from harness.errors import HarnessError
+
+    try:
+        try:
+            rendered = reporting.render(run_dir, screenshot=True)
+        except HarnessError as e:
+            # A machine without the browser still gets the page itself.
+            print(f"harness: no screenshot of the report: {e}", file=sys.stderr)
+            rendered = reporting.render(run_dir)
+    except HarnessError as e:
+        print(f"harness: no report for {run_dir}: {e}", file=sys.stderr)
+        return
+    print(f"harness: report in {rendered.html}")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -280,8 +280,6 @@ def is_serving(pod: "V1Pod") -> bool:
     )
 
 
-# TODO: scrape_pods runs only against a cluster, so its test comes with the
-# cluster fixtures; the parsing and rise logic under it are tested on loopback.
 def scrape_pods(
     core_v1: "CoreV1Api",
     *,

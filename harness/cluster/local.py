@@ -743,6 +743,13 @@ def _ensure_running(
     return started
 
 
+# TODO: two clusters of different names share the bridges, addresses and
+# iptables chains, yet nothing stops a second one from coming up beside the
+# first, and `down` of either removes the network of both; `up` should refuse
+# while another state directory's holder is alive. Concurrent `up`/`down`
+# calls are not serialised by a lock either. The API calls made while coming
+# up (bootstrap, watches) have no per-request timeout, so an API server that
+# accepts connections but never answers holds `up` past its deadline.
 def up(
     settings: ClusterSettings,
     *,

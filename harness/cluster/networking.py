@@ -414,6 +414,9 @@ def set_up(settings: ClusterSettings) -> None:
     logger.debug("network of cluster %s is set up", settings.name)
 
 
+# TODO: the steps below stop at the first failing command, so a failed
+# iptables-restore leaves the sysctls unrestored; each step should run and
+# the errors be raised together at the end.
 def tear_down(settings: ClusterSettings) -> None:
     """Remove what ``set_up``, kube-proxy, the kubelet and CNI left; restore sysctls."""
     layout = settings.layout
