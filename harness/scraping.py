@@ -51,16 +51,10 @@ class RequestKey(NamedTuple):
 Counters = Mapping[RequestKey, int]
 
 
-@dataclass(frozen=True)
-class PodCounters:
-    """The request counters of one pod at one moment."""
+class _Filtered:
+    """The filtered totals of a ``counters`` mapping: of a snapshot, or a rise."""
 
-    pod: str
-    uid: str
-    taken_at: datetime
     counters: Counters
-    #: When the pod's process started (Unix seconds), if it exposes that.
-    started_at: float | None = None
 
     def total(
         self,
@@ -70,7 +64,7 @@ class PodCounters:
         method: str | None = None,
         status: int | None = None,
     ) -> int:
-        """Return the requests counted that match every filter given."""
+        """Return the requests in ``counters`` that match every filter given."""
         return total(
             self.counters,
             route=route,
@@ -81,7 +75,19 @@ class PodCounters:
 
 
 @dataclass(frozen=True)
-class Rise:
+class PodCounters(_Filtered):
+    """The request counters of one pod at one moment."""
+
+    pod: str
+    uid: str
+    taken_at: datetime
+    counters: Counters
+    #: When the pod's process started (Unix seconds), if it exposes that.
+    started_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Rise(_Filtered):
     """What one pod's counters rose by between two snapshots."""
 
     pod: str
@@ -94,23 +100,6 @@ class Rise:
     #: are not in ``counters``.
     restarted: bool = False
     seconds: float | None = field(default=None, compare=False)
-
-    def total(
-        self,
-        *,
-        route: str | None = None,
-        route_prefix: str | None = None,
-        method: str | None = None,
-        status: int | None = None,
-    ) -> int:
-        """Return the rise of the requests that match every filter given."""
-        return total(
-            self.counters,
-            route=route,
-            route_prefix=route_prefix,
-            method=method,
-            status=status,
-        )
 
 
 def parse_metrics(text: str) -> tuple[dict[RequestKey, int], float | None]:
