@@ -130,6 +130,18 @@ def _served_by_over_fresh_connections(address: str, *, attempts: int) -> set[str
     return seen
 
 
+def _two_ready_pods(cluster: RunningCluster, catalog: Catalog) -> set[str]:
+    """Return the two catalog pods once both are Ready (a probe may lag)."""
+    with local.api_client(cluster.settings) as api:
+        core = k8s.CoreV1Api(api)
+        wait_for(
+            lambda: len(_pod_names(core, catalog.namespace)) == 2,
+            timeout=60,
+            what="two Ready catalog pods",
+        )
+        return _pod_names(core, catalog.namespace)
+
+
 def _exec_python(cluster: RunningCluster, namespace: str, pod: str, script: str) -> str:
     return cluster.kubectl_run(
         "exec", "-n", namespace, pod, "--", "python3", "-c", script, timeout=60
@@ -351,8 +363,7 @@ class TestWorkloads:
     def test_the_service_ip_reaches_both_pods_from_the_host(
         self, cluster: RunningCluster, catalog: Catalog
     ) -> None:
-        with local.api_client(cluster.settings) as api:
-            pods = _pod_names(k8s.CoreV1Api(api), catalog.namespace)
+        pods = _two_ready_pods(cluster, catalog)
         # kube-proxy programs the Service a moment after the pods turn Ready.
         wait_for(
             lambda: local.host_connectable(catalog.cluster_ip, PORT),
@@ -366,8 +377,7 @@ class TestWorkloads:
     def test_the_service_name_reaches_both_pods_from_a_pod(
         self, cluster: RunningCluster, catalog: Catalog
     ) -> None:
-        with local.api_client(cluster.settings) as api:
-            pods = _pod_names(k8s.CoreV1Api(api), catalog.namespace)
+        pods = _two_ready_pods(cluster, catalog)
         url = (
             f"http://catalog.{catalog.namespace}.svc.cluster.local:{PORT}/health/ready"
         )
