@@ -21,7 +21,7 @@ import math
 import os
 import secrets
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,26 +201,33 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def _finite(value: JSON) -> JSON:
+def _mapped(value: JSON, leaf: Callable[[JSON], JSON]) -> JSON:
+    """Return ``value`` with ``leaf`` applied to every scalar inside it."""
+    if isinstance(value, list):
+        return [_mapped(item, leaf) for item in value]
+    if isinstance(value, dict):
+        return {key: _mapped(item, leaf) for key, item in value.items()}
+    return leaf(value)
+
+
+def _finite_leaf(value: JSON) -> JSON:
     if isinstance(value, float) and not math.isfinite(value):
         return (
             "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
         )
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
     return value
+
+
+def _restored_leaf(value: JSON) -> JSON:
+    return _NON_FINITE.get(value, value) if isinstance(value, str) else value
+
+
+def _finite(value: JSON) -> JSON:
+    return _mapped(value, _finite_leaf)
 
 
 def _restored(value: JSON) -> JSON:
-    if isinstance(value, str):
-        return _NON_FINITE.get(value, value)
-    if isinstance(value, list):
-        return [_restored(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _restored(item) for key, item in value.items()}
-    return value
+    return _mapped(value, _restored_leaf)
 
 
 def _raw_kill(kill: Kill) -> RawKill:
