@@ -218,19 +218,10 @@ def test_an_event_reads_as_one_line_naming_its_object_and_reason() -> None:
 # The front door, on a catalog process on loopback.
 
 
-@pytest.fixture
-def starter(tmp_path: Path) -> Iterator[ServiceStarter]:
-    started = ServiceStarter(tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop_all()
-
-
 def test_a_request_returns_the_status_body_and_serving_pod(
-    starter: ServiceStarter,
+    service_starter: ServiceStarter,
 ) -> None:
-    catalog = starter.start("catalog")
+    catalog = service_starter.start("catalog")
 
     found = deploying.request(f"{catalog.base_url}/catalog/1")
     missing = deploying.request(f"{catalog.base_url}/catalog/999")
@@ -242,9 +233,9 @@ def test_a_request_returns_the_status_body_and_serving_pod(
 
 
 def test_waiting_until_served_counts_the_answers_of_each_pod(
-    starter: ServiceStarter,
+    service_starter: ServiceStarter,
 ) -> None:
-    catalog = starter.start("catalog")
+    catalog = service_starter.start("catalog")
     pod = f"catalog-{catalog.port}"
 
     seen = deploying.wait_until_served(f"{catalog.base_url}/catalog/1", pods=[pod])
@@ -253,9 +244,9 @@ def test_waiting_until_served_counts_the_answers_of_each_pod(
 
 
 def test_waiting_for_a_pod_that_never_answers_fails_naming_it(
-    starter: ServiceStarter,
+    service_starter: ServiceStarter,
 ) -> None:
-    catalog = starter.start("catalog")
+    catalog = service_starter.start("catalog")
 
     with pytest.raises(DeployError, match="not answered by catalog-ghost after 20 "):
         deploying.wait_until_served(
